@@ -1,0 +1,1 @@
+"""dependency-injector integration for Monque."""

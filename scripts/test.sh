@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite with branch coverage, against $MONGODB_URI or the embedded server.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k unique -x).
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+
+.venv/bin/python -m coverage erase
+.venv/bin/python -m coverage run -m pytest "$@"
+.venv/bin/python -m coverage report --fail-under=95
