@@ -1,3 +1,50 @@
 """Monque: a MongoDB-backed job queue and cron scheduler, sync and async."""
 
+from monque.connection import normalize_database
+from monque.engine import Monque
+from monque.errors import (
+    ConnectionError,
+    InstanceIdConflictError,
+    InvalidCronError,
+    InvalidJobDocumentError,
+    InvalidJobNameError,
+    InvalidOptionError,
+    InvalidPayloadError,
+    InvalidScheduleError,
+    InvalidUniqueKeyError,
+    JobLostError,
+    MonqueError,
+    PayloadTooLargeError,
+    ShutdownTimeoutError,
+    UnknownJobError,
+    WorkerRegistrationError,
+)
+from monque.events import Events
+from monque.job import Job, JobStatus
+from monque.options import MonqueOptions
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConnectionError",
+    "Events",
+    "InstanceIdConflictError",
+    "InvalidCronError",
+    "InvalidJobDocumentError",
+    "InvalidJobNameError",
+    "InvalidOptionError",
+    "InvalidPayloadError",
+    "InvalidScheduleError",
+    "InvalidUniqueKeyError",
+    "Job",
+    "JobLostError",
+    "JobStatus",
+    "Monque",
+    "MonqueError",
+    "MonqueOptions",
+    "PayloadTooLargeError",
+    "ShutdownTimeoutError",
+    "UnknownJobError",
+    "WorkerRegistrationError",
+    "normalize_database",
+]

@@ -5,7 +5,8 @@ use that server, otherwise they start the embedded SecantusDB server once per se
 (``pip install monque-py[embedded]``).
 """
 
+from monque.testing.drain import drain
 from monque.testing.failpoints import fail_command
 from monque.testing.server import EmbeddedMongo, free_port
 
-__all__ = ["EmbeddedMongo", "fail_command", "free_port"]
+__all__ = ["EmbeddedMongo", "drain", "fail_command", "free_port"]

@@ -1,0 +1,100 @@
+"""The typed error hierarchy: every error Monque raises is a ``MonqueError``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "ConnectionError",
+    "InstanceIdConflictError",
+    "InvalidCronError",
+    "InvalidJobDocumentError",
+    "InvalidJobNameError",
+    "InvalidOptionError",
+    "InvalidPayloadError",
+    "InvalidScheduleError",
+    "InvalidUniqueKeyError",
+    "JobLostError",
+    "MonqueError",
+    "PayloadTooLargeError",
+    "ShutdownTimeoutError",
+    "UnknownJobError",
+    "WorkerRegistrationError",
+]
+
+
+class MonqueError(Exception):
+    """Base class of every error Monque raises."""
+
+
+class InvalidOptionError(MonqueError, TypeError, ValueError):
+    """A constructor or call option has the wrong type or is out of range."""
+
+
+class InvalidJobNameError(MonqueError, ValueError):
+    """A job name is not a non-empty, trimmed string of bounded length."""
+
+
+class InvalidUniqueKeyError(MonqueError, TypeError, ValueError):
+    """A unique key is not a plain, bounded string (operator dicts are refused)."""
+
+
+class InvalidPayloadError(MonqueError, TypeError, ValueError):
+    """A job's data cannot be encoded as BSON."""
+
+
+class PayloadTooLargeError(InvalidPayloadError):
+    """A job's data exceeds ``max_payload_size`` or MongoDB's 16 MiB document limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"job data is {size} bytes as BSON; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class InvalidScheduleError(MonqueError, ValueError):
+    """A run time, delay, timezone or priority is invalid."""
+
+
+class InvalidCronError(InvalidScheduleError):
+    """A cron expression cannot be parsed (5 fields or an ``@daily``-style alias)."""
+
+
+class WorkerRegistrationError(MonqueError):
+    """A worker was registered twice, or with something that is not a handler."""
+
+
+class UnknownJobError(MonqueError, LookupError):
+    """A job name has no registered worker."""
+
+
+class InvalidJobDocumentError(MonqueError):
+    """A stored document is not a valid job (written by hand, or corrupted)."""
+
+    def __init__(self, message: str, document_id: Any = None) -> None:
+        super().__init__(message)
+        self.document_id = document_id
+
+
+class ConnectionError(MonqueError):
+    """MongoDB could not be reached or refused an operation; wraps the driver error."""
+
+
+class InstanceIdConflictError(MonqueError):
+    """Another live instance already runs with this ``instance_id``."""
+
+
+class JobLostError(MonqueError):
+    """This instance no longer holds a job's lease (it expired, or the job was taken back)."""
+
+
+class ShutdownTimeoutError(MonqueError):
+    """``stop()`` timed out; the jobs still running were handed back to ``pending``."""
+
+    def __init__(self, timeout: float, job_ids: Sequence[Any]) -> None:
+        super().__init__(
+            f"{len(job_ids)} job(s) still running after {timeout:g}s were handed back to pending"
+        )
+        self.timeout = timeout
+        self.job_ids = list(job_ids)

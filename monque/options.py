@@ -1,0 +1,126 @@
+"""Engine options: keyword arguments with documented defaults, validated at construction."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from monque.durations import to_seconds
+from monque.errors import InvalidOptionError
+
+__all__ = ["MonqueOptions"]
+
+_BSON_LIMIT = 16 * 1024 * 1024
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class MonqueOptions:
+    """All engine settings. Durations are stored in seconds.
+
+    Attributes:
+        collection: jobs collection name (shared with the TypeScript Monque).
+        poll_interval: how often an idle worker looks for due jobs (1 s).
+        max_retries: attempts before a job becomes ``failed`` (10).
+        backoff_base: retry delay unit: ``2**failCount * backoff_base`` (60 s).
+        max_backoff: cap on a retry delay (24 h).
+        backoff_jitter: random spread of a retry delay, 0..1 (0: none).
+        shutdown_timeout: how long ``stop()`` waits for running jobs (30 s).
+        worker_concurrency: default jobs of one name running at once per instance (5).
+        instance_concurrency: jobs running at once per instance over all names (None: no cap).
+        lock_timeout: lease of a claimed job; heartbeats renew it (30 s).
+        heartbeat_interval: how often running jobs' leases are renewed (10 s).
+        recovery_interval: how often expired leases are swept back to pending (15 s).
+        instance_id: this instance's owner token (host:pid:random by default).
+        max_payload_size: largest job data in BSON bytes (None: MongoDB's 16 MiB).
+        create_indexes: create the indexes in ``initialize()`` (True).
+    """
+
+    collection: str = "monque_jobs"
+    poll_interval: float = 1.0
+    max_retries: int = 10
+    backoff_base: float = 60.0
+    max_backoff: float = 24 * 3600.0
+    backoff_jitter: float = 0.0
+    shutdown_timeout: float = 30.0
+    worker_concurrency: int = 5
+    instance_concurrency: int | None = None
+    lock_timeout: float = 30.0
+    heartbeat_interval: float = 10.0
+    recovery_interval: float = 15.0
+    instance_id: str = field(default_factory=_default_instance_id)
+    max_payload_size: int | None = None
+    create_indexes: bool = True
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> MonqueOptions:
+        """Build validated options; unknown names and bad values raise ``InvalidOptionError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InvalidOptionError(
+                f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(kwargs)
+        for name in (
+            "poll_interval",
+            "backoff_base",
+            "max_backoff",
+            "shutdown_timeout",
+            "lock_timeout",
+            "heartbeat_interval",
+            "recovery_interval",
+        ):
+            if name in values:
+                values[name] = to_seconds(values[name], name, allow_zero=name == "shutdown_timeout")
+        options = cls(**values)
+        options._validate()
+        return options
+
+    def _validate(self) -> None:
+        _check_str(self.collection, "collection")
+        if "$" in self.collection or "\0" in self.collection:
+            raise InvalidOptionError("collection must not contain '$' or NUL")
+        _check_str(self.instance_id, "instance_id")
+        _check_int(self.max_retries, "max_retries", 1)
+        _check_int(self.worker_concurrency, "worker_concurrency", 1)
+        if self.instance_concurrency is not None:
+            _check_int(self.instance_concurrency, "instance_concurrency", 1)
+        if self.max_payload_size is not None:
+            _check_int(self.max_payload_size, "max_payload_size", 1)
+            if self.max_payload_size > _BSON_LIMIT:
+                raise InvalidOptionError(f"max_payload_size cannot exceed {_BSON_LIMIT} bytes")
+        if not isinstance(self.create_indexes, bool):
+            raise InvalidOptionError("create_indexes must be a bool")
+        jitter = self.backoff_jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+            raise InvalidOptionError(f"backoff_jitter must be a number in [0, 1], got {jitter!r}")
+        if self.max_backoff < self.backoff_base:
+            raise InvalidOptionError("max_backoff must be >= backoff_base")
+        if self.heartbeat_interval >= self.lock_timeout:
+            raise InvalidOptionError(
+                "heartbeat_interval must be shorter than lock_timeout, or leases expire "
+                "under running jobs"
+            )
+
+    @property
+    def payload_limit(self) -> int:
+        return self.max_payload_size or _BSON_LIMIT
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidOptionError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOptionError(f"{name} must be a non-empty string, got {value!r}")

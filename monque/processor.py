@@ -1,0 +1,354 @@
+"""The worker side: poll and claim, run handlers, renew leases, sweep expired ones, stop.
+
+One asyncio task polls; each claimed job runs in its own task (sync handlers on a dedicated
+thread pool, never on the event loop); a heartbeat task renews the leases of running jobs and
+a recovery task returns expired leases to pending, counting the lost run as an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import PyMongoError
+
+from monque.errors import ConnectionError, InvalidJobDocumentError, ShutdownTimeoutError
+from monque.events import EventEmitter, Events
+from monque.job import Job, JobStatus, utcnow
+from monque.lifecycle import Outcome, completion_update, failure_update
+from monque.options import MonqueOptions
+from monque.storage import jobs as ops
+from monque.storage.calls import JobCollection
+from monque.worker import WorkerDefinition, WorkerRegistry
+
+__all__ = ["Processor"]
+
+log = logging.getLogger("monque.processor")
+
+_RECOVERY_BATCH = 100
+_MAX_ERROR_BACKOFF = 30.0
+_WRITE_RETRY_CAP = 5.0
+
+
+@dataclass
+class _Running:
+    job: Job[Any]
+    definition: WorkerDefinition
+    task: asyncio.Task[None]
+    abandoned: bool = False
+
+
+class Processor:
+    def __init__(
+        self,
+        collection: JobCollection,
+        registry: WorkerRegistry,
+        options: MonqueOptions,
+        events: EventEmitter,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._coll = collection
+        self._registry = registry
+        self._options = options
+        self._events = events
+        self._clock = clock
+        self._running: dict[ObjectId, _Running] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self.started = False
+
+    @property
+    def running_jobs(self) -> list[Job[Any]]:
+        return [r.job for r in self._running.values()]
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (a job became due, a slot freed)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self._stop_event.clear()
+        size = self._options.instance_concurrency or max(self._registry.total_concurrency, 1)
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="monque-handler")
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name="monque-poll"),
+            asyncio.create_task(
+                self._every(self._options.heartbeat_interval, self._heartbeat),
+                name="monque-heartbeat",
+            ),
+            asyncio.create_task(
+                self._every(self._options.recovery_interval, self._recover), name="monque-recovery"
+            ),
+        ]
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming now; wait up to ``timeout`` for running jobs, then hand them back."""
+        if not self.started:
+            return
+        self._stop_event.set()
+        self._wake.set()
+        poll = self._tasks[0]
+        await asyncio.gather(poll, return_exceptions=True)
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait([r.task for r in running], timeout=timeout)
+            if pending:
+                await self._hand_back([r for r in running if r.task in pending], timeout)
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._executor is not None:
+            # Threads of timed-out sync handlers cannot be interrupted; don't wait for them.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self.started = False
+
+    async def _hand_back(self, stuck: list[_Running], timeout: float) -> None:
+        for entry in stuck:
+            self._abandon(entry)
+            entry.task.cancel()  # a sync handler's thread runs on; its result is discarded
+        ids = [entry.job.id for entry in stuck]
+        try:
+            await self._coll.run(ops.release(ids, self._options.instance_id, self._clock()))
+        except PyMongoError as exc:
+            # The leases expire and the recovery sweep of any instance takes them back.
+            self._error(ConnectionError(f"could not hand back jobs at shutdown: {exc}"), None)
+        await asyncio.gather(*(entry.task for entry in stuck), return_exceptions=True)
+        self._error(ShutdownTimeoutError(timeout, ids), None)
+
+    # -- polling and claiming -------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        failures = 0
+        while not self._stop_event.is_set():
+            self._wake.clear()
+            try:
+                await self._fill_slots()
+                failures = 0
+            except PyMongoError as exc:
+                failures += 1
+                self._error(ConnectionError(f"claiming jobs failed: {exc}"), None)
+            if failures:
+                delay = min(
+                    self._options.poll_interval * 2 ** min(failures, 10), _MAX_ERROR_BACKOFF
+                )
+                await _wait(self._stop_event, delay)
+            else:
+                await _wait(self._wake, self._options.poll_interval)
+
+    async def _fill_slots(self) -> None:
+        cap = self._options.instance_concurrency
+        while not self._stop_event.is_set():
+            if cap is not None and len(self._running) >= cap:
+                return
+            names = self._registry.claimable()
+            if not names:
+                return
+            doc = await self._coll.run(
+                ops.claim(
+                    names, self._options.instance_id, self._clock(), self._options.lock_timeout
+                )
+            )
+            if doc is None:
+                return
+            await self._launch(doc)
+
+    async def _launch(self, doc: dict[str, Any]) -> None:
+        try:
+            job = Job.from_document(doc)
+        except InvalidJobDocumentError as exc:
+            await self._reject(doc, exc)
+            return
+        definition = self._registry.get(job.name)
+        if definition is None:  # pragma: no cover - only registered names are claimed
+            return
+        definition.running += 1
+        task = asyncio.create_task(self._execute(job, definition), name=f"monque-job-{job.id}")
+        self._running[job.id] = _Running(job, definition, task)
+
+    async def _reject(self, doc: dict[str, Any], exc: InvalidJobDocumentError) -> None:
+        """A malformed document was claimed: report it, park it as failed, keep running."""
+        log.warning("skipping malformed job document %r: %s", doc.get("_id"), exc)
+        self._error(exc, None)
+        now = self._clock()
+        update = {
+            "$set": {
+                "status": JobStatus.FAILED.value,
+                "failReason": f"invalid job document: {exc}",
+                "updatedAt": now,
+            },
+            "$unset": ops.LEASE_FIELDS,
+        }
+        await self._coll.run(ops.transition(doc["_id"], self._options.instance_id, update))
+
+    # -- running a job --------------------------------------------------------------------
+
+    async def _execute(self, job: Job[Any], definition: WorkerDefinition) -> None:
+        entry_id = job.id
+        self._events.emit(Events.JOB_START, job)
+        started = time.perf_counter()
+        try:
+            await self._call_handler(job, definition)
+        except asyncio.CancelledError:
+            if self._is_abandoned(entry_id):
+                return  # lost or handed back: the new owner's state stands
+            raise
+        except Exception as exc:
+            if not self._is_abandoned(entry_id):
+                await self._on_failure(job, exc)
+        else:
+            if not self._is_abandoned(entry_id):
+                await self._on_success(job, time.perf_counter() - started)
+        finally:
+            self._running.pop(entry_id, None)
+            definition.running -= 1
+            self._wake.set()
+
+    async def _call_handler(self, job: Job[Any], definition: WorkerDefinition) -> None:
+        if definition.is_async:
+            await definition.handler(job)
+            return
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        await loop.run_in_executor(self._executor, context.run, definition.handler, job)
+
+    async def _on_success(self, job: Job[Any], duration: float) -> None:
+        outcome = completion_update(job, self._clock())
+        if await self._write(job, outcome):
+            self._events.emit(Events.JOB_COMPLETE, job, duration)
+
+    async def _on_failure(self, job: Job[Any], exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        outcome = failure_update(
+            job,
+            self._clock(),
+            reason,
+            self._options,
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        )
+        if await self._write(job, outcome):
+            self._events.emit(Events.JOB_FAIL, job, exc, outcome.will_retry)
+
+    async def _write(self, job: Job[Any], outcome: Outcome) -> bool:
+        """Apply a transition, retrying through outages; False if the job was lost meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                held = await self._coll.run(
+                    ops.transition(job.id, self._options.instance_id, outcome.update)
+                )
+                break
+            except PyMongoError as exc:
+                attempt += 1
+                self._error(
+                    ConnectionError(f"recording the result of job {job.id} failed: {exc}"), job
+                )
+                if self._is_abandoned(job.id):
+                    return False
+                await asyncio.sleep(min(0.05 * 2**attempt, _WRITE_RETRY_CAP))
+        if not held:
+            self._mark_lost(job)
+            return False
+        _apply(job, outcome.update)
+        return True
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        if not self._running:
+            return
+        ids = list(self._running)
+        lost = await self._coll.run(
+            ops.renew_leases(
+                ids, self._options.instance_id, self._clock(), self._options.lock_timeout
+            )
+        )
+        for job_id in lost:
+            entry = self._running.get(job_id)
+            if entry is not None and not entry.abandoned:
+                self._abandon(entry)
+                self._mark_lost(entry.job)
+
+    async def _recover(self) -> None:
+        now = self._clock()
+        for doc in await self._coll.run(ops.find_expired(now, _RECOVERY_BATCH)):
+            try:
+                job = Job.from_document(doc)
+            except InvalidJobDocumentError as exc:
+                self._error(exc, None)
+                continue
+            reason = f"worker lost: lease of {job.claimed_by!r} expired"
+            outcome = failure_update(job, now, reason, self._options)
+            recovered = await self._coll.run(
+                ops.recover(job.id, job.claimed_by, now, outcome.update)
+            )
+            if recovered:
+                _apply(job, outcome.update)
+                self._events.emit(Events.JOB_RECOVERED, job)
+
+    def _abandon(self, entry: _Running) -> None:
+        entry.abandoned = True
+        entry.job._stop_flag.set()
+        if entry.definition.is_async:
+            entry.task.cancel()
+
+    def _is_abandoned(self, job_id: ObjectId) -> bool:
+        entry = self._running.get(job_id)
+        return entry is None or entry.abandoned
+
+    def _mark_lost(self, job: Job[Any]) -> None:
+        job._stop_flag.set()
+        self._events.emit(Events.JOB_LOST, job)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _every(self, interval: float, action: Callable[[], Any]) -> None:
+        while not self._stop_event.is_set():
+            await _wait(self._stop_event, interval)
+            if self._stop_event.is_set():
+                return
+            try:
+                await action()
+            except PyMongoError as exc:
+                self._error(ConnectionError(f"{action.__name__.strip('_')} failed: {exc}"), None)
+            except Exception as exc:  # a bug must not end the loop that keeps leases alive
+                log.exception("%s failed", action.__name__)
+                self._error(exc, None)
+
+    def _error(self, error: BaseException, job: Job[Any] | None) -> None:
+        if not self._events.emit(Events.JOB_ERROR, error, job):
+            log.warning("monque error: %s", error)
+
+
+def _apply(job: Job[Any], update: dict[str, Any]) -> None:
+    """Mirror a written update on the in-memory job handed to listeners."""
+    fields = update.get("$set", {})
+    if "status" in fields:
+        job.status = JobStatus(fields["status"])
+    job.fail_count = fields.get("failCount", job.fail_count)
+    job.fail_reason = fields.get("failReason", job.fail_reason)
+    job.next_run_at = fields.get("nextRunAt", job.next_run_at)
+    job.completed_at = fields.get("completedAt", job.completed_at)
+    job.updated_at = fields.get("updatedAt", job.updated_at)
+    if update.get("$unset"):
+        job.locked_at = job.claimed_by = job.last_heartbeat = job.lock_expires_at = None
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)

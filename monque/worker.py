@@ -1,0 +1,89 @@
+"""Registered handlers: one ``WorkerDefinition`` per job name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from monque.errors import WorkerRegistrationError
+from monque.job import Job
+from monque.validation import check_name
+
+__all__ = ["Handler", "WorkerDefinition", "WorkerRegistry", "is_async_callable"]
+
+Handler = Callable[[Job[Any]], Awaitable[Any]] | Callable[[Job[Any]], Any]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions and objects with an ``async def __call__``."""
+    while hasattr(fn, "func") and not inspect.isfunction(fn):  # functools.partial
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable() cannot tell async apart
+    )
+
+
+@dataclass
+class WorkerDefinition:
+    name: str
+    handler: Handler
+    concurrency: int
+    is_async: bool
+    running: int = 0
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.running < self.concurrency
+
+
+class WorkerRegistry:
+    def __init__(self, default_concurrency: int) -> None:
+        self._default = default_concurrency
+        self._workers: dict[str, WorkerDefinition] = {}
+
+    def register(
+        self, name: str, handler: Handler, *, concurrency: int | None, replace: bool
+    ) -> WorkerDefinition:
+        check_name(name)
+        if not callable(handler):
+            raise WorkerRegistrationError(f"handler for {name!r} is not callable: {handler!r}")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise WorkerRegistrationError(
+                f"concurrency for {name!r} must be an int >= 1, got {concurrency!r}"
+            )
+        if name in self._workers and not replace:
+            raise WorkerRegistrationError(
+                f"a worker for {name!r} is already registered; pass replace=True to swap it"
+            )
+        definition = WorkerDefinition(
+            name, handler, concurrency or self._default, is_async_callable(handler)
+        )
+        previous = self._workers.get(name)
+        if previous is not None:
+            definition.running = previous.running
+        self._workers[name] = definition
+        return definition
+
+    def get(self, name: str) -> WorkerDefinition | None:
+        return self._workers.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._workers
+
+    def __iter__(self) -> Iterator[WorkerDefinition]:
+        return iter(self._workers.values())
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def claimable(self) -> list[str]:
+        """Names with a free slot, in registration order."""
+        return [d.name for d in self._workers.values() if d.has_free_slot]
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(d.concurrency for d in self._workers.values())
