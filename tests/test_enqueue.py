@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from monque import ConnectionError, Job, JobStatus, MonqueError, UnknownJobError
+from monque import ConnectionError, Job, JobStatus, Monque, MonqueError, UnknownJobError
 from monque.testing import fail_command
 from tests.conftest import MakeMonque
 
 
-async def _enqueue(monque: Any, handle: str, *args: Any, **kwargs: Any) -> Job[Any]:
+async def _enqueue(monque: Monque, handle: str, *args: Any, **kwargs: Any) -> Job[Any]:
     """The async face on an async handle, the sync face on a sync one."""
     if handle == "sync":
         job: Job[Any] = await asyncio.to_thread(monque.enqueue_sync, *args, **kwargs)
