@@ -14,7 +14,7 @@ from pymongo.errors import PyMongoError
 from monque.connection import DatabaseHandle, normalize_database
 from monque.cron import check_cron, get_zone, next_run
 from monque.errors import ConnectionError, UnknownJobError
-from monque.events import EventEmitter
+from monque.events import EventEmitter, Events
 from monque.job import Job, utcnow
 from monque.lifecycle import new_document
 from monque.options import MonqueOptions
@@ -320,6 +320,7 @@ class Monque(EventEmitter):
 
         self._stop_requested = request
         await self.start()
+        self.emit(Events.WORKER_STARTED)
         try:
             await stopped.wait()
         finally:

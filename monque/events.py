@@ -28,6 +28,7 @@ class Events:
     JOB_ERROR: Final = "job:error"  # (error, job or None)
     JOB_LOST: Final = "job:lost"  # (job): this worker no longer holds the job's lease
     JOB_RECOVERED: Final = "job:recovered"  # (job): an expired lease was swept back
+    WORKER_STARTED: Final = "worker:started"  # (): run()/run_sync() is processing
 
 
 class EventEmitter:

@@ -95,12 +95,14 @@ def failure_update(
     *,
     traceback: str | None = None,
     rng: random.Random | None = None,
+    immediate: bool = False,
 ) -> Outcome:
     """A failed attempt: retry after ``2**failCount * backoff_base`` or give up.
 
     A recurring job that runs out of attempts is not lost: it records the failure and waits
     for its next cron slot with a fresh attempt budget. A retry of a recurring job never runs
-    later than its next slot.
+    later than its next slot. ``immediate`` (a lost worker, not a failing handler) counts the
+    attempt but keeps the job due at its old time, so it keeps its place in the queue.
     """
     fail_count = job.fail_count + 1
     fields: dict[str, Any] = {"failReason": reason, "updatedAt": now, "failedAt": now}
@@ -115,7 +117,7 @@ def failure_update(
         delay = retry_delay(
             fail_count, options.backoff_base, options.max_backoff, options.backoff_jitter, rng
         )
-        retry_at = now + timedelta(seconds=delay)
+        retry_at = job.next_run_at if immediate else now + timedelta(seconds=delay)
         if upcoming is not None and upcoming < retry_at:
             retry_at = upcoming
         fields |= {

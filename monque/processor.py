@@ -22,11 +22,17 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from monque.errors import ConnectionError, InvalidJobDocumentError, ShutdownTimeoutError
+from monque.errors import (
+    ConnectionError,
+    InstanceIdConflictError,
+    InvalidJobDocumentError,
+    ShutdownTimeoutError,
+)
 from monque.events import EventEmitter, Events
 from monque.job import Job, JobStatus, utcnow
 from monque.lifecycle import Outcome, completion_update, failure_update
 from monque.options import MonqueOptions
+from monque.storage import instances
 from monque.storage import jobs as ops
 from monque.storage.calls import JobCollection
 from monque.worker import WorkerDefinition, WorkerRegistry
@@ -58,6 +64,7 @@ class Processor:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._coll = collection
+        self._instances = JobCollection(collection.database, f"{options.collection}_instances")
         self._registry = registry
         self._options = options
         self._events = events
@@ -80,6 +87,15 @@ class Processor:
     async def start(self) -> None:
         if self.started:
             return
+        owner = self._options.instance_id
+        if self._options.create_indexes:
+            await self._instances.run(instances.ensure_index())
+        if not await self._instances.run(
+            instances.register(owner, self._clock(), self._options.lock_timeout)
+        ):
+            raise InstanceIdConflictError(
+                f"instance_id {owner!r} is held by a live instance; give each worker its own id"
+            )
         self.started = True
         self._stop_event.clear()
         size = self._options.instance_concurrency or max(self._registry.total_concurrency, 1)
@@ -116,6 +132,10 @@ class Processor:
             # Threads of timed-out sync handlers cannot be interrupted; don't wait for them.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        try:
+            await self._instances.run(instances.unregister(self._options.instance_id))
+        except PyMongoError as exc:  # its lease runs out instead
+            self._error(ConnectionError(f"unregistering the instance failed: {exc}"), None)
         self.started = False
 
     async def _hand_back(self, stuck: list[_Running], timeout: float) -> None:
@@ -184,7 +204,6 @@ class Processor:
     async def _reject(self, doc: dict[str, Any], exc: InvalidJobDocumentError) -> None:
         """A malformed document was claimed: report it, park it as failed, keep running."""
         log.warning("skipping malformed job document %r: %s", doc.get("_id"), exc)
-        self._error(exc, None)
         now = self._clock()
         update = {
             "$set": {
@@ -195,6 +214,7 @@ class Processor:
             "$unset": ops.LEASE_FIELDS,
         }
         await self._coll.run(ops.transition(doc["_id"], self._options.instance_id, update))
+        self._error(exc, None)
 
     # -- running a job --------------------------------------------------------------------
 
@@ -293,13 +313,14 @@ class Processor:
                 self._error(exc, None)
                 continue
             reason = f"worker lost: lease of {job.claimed_by!r} expired"
-            outcome = failure_update(job, now, reason, self._options)
+            outcome = failure_update(job, now, reason, self._options, immediate=True)
             recovered = await self._coll.run(
                 ops.recover(job.id, job.claimed_by, now, outcome.update)
             )
             if recovered:
                 _apply(job, outcome.update)
                 self._events.emit(Events.JOB_RECOVERED, job)
+                self._wake.set()
 
     def _abandon(self, entry: _Running) -> None:
         entry.abandoned = True

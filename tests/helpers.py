@@ -51,3 +51,13 @@ class Recorder:
             lambda: len(self.of(name)) >= count, timeout=timeout, message=f"{count} x {name}"
         )
         return self.of(name)
+
+
+def wait_until(probe: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """``eventually`` for sync tests (no event loop)."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+    return result
