@@ -1,0 +1,1 @@
+"""FastAPI + PyMongo async + monque_di: run with ``python -m examples.fastapi_app``."""

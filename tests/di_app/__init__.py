@@ -1,0 +1,1 @@
+"""A small app wired with dependency-injector, used by the monque_di tests."""
