@@ -12,15 +12,22 @@ from monque.errors import (
     InvalidPayloadError,
     InvalidScheduleError,
     InvalidUniqueKeyError,
+    JobCancelledError,
     JobLostError,
+    JobNotFoundError,
+    JobStateError,
+    JobTimeoutError,
     MonqueError,
     PayloadTooLargeError,
+    PermanentError,
     ShutdownTimeoutError,
+    UniqueKeyConflictError,
     UnknownJobError,
     WorkerRegistrationError,
 )
 from monque.events import Events
 from monque.job import Job, JobStatus
+from monque.management import JobPage, JobSelector, QueueStats
 from monque.options import MonqueOptions
 
 __version__ = "0.1.0"
@@ -37,13 +44,22 @@ __all__ = [
     "InvalidScheduleError",
     "InvalidUniqueKeyError",
     "Job",
+    "JobCancelledError",
     "JobLostError",
+    "JobNotFoundError",
+    "JobPage",
+    "JobSelector",
+    "JobStateError",
     "JobStatus",
+    "JobTimeoutError",
     "Monque",
     "MonqueError",
     "MonqueOptions",
     "PayloadTooLargeError",
+    "PermanentError",
+    "QueueStats",
     "ShutdownTimeoutError",
+    "UniqueKeyConflictError",
     "UnknownJobError",
     "WorkerRegistrationError",
     "normalize_database",

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from bson import ObjectId
 from pymongo.errors import PyMongoError
 
+from monque import management as mg
 from monque.connection import DatabaseHandle, normalize_database
 from monque.cron import check_cron, get_zone, next_run
-from monque.errors import ConnectionError, UnknownJobError
+from monque.durations import to_seconds
+from monque.errors import ConnectionError, InvalidOptionError, UnknownJobError
 from monque.events import EventEmitter, Events
-from monque.job import Job, utcnow
+from monque.job import Job, JobStatus, utcnow
 from monque.lifecycle import new_document
 from monque.options import MonqueOptions
+from monque.policy import RetryPolicy
 from monque.processor import Processor
 from monque.storage import JobCollection, Operation, ensure_indexes
 from monque.storage import jobs as ops
@@ -33,7 +38,40 @@ from monque.worker import Handler, WorkerRegistry
 __all__ = ["Monque"]
 
 H = TypeVar("H", bound=Handler)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetryOverrides:
+    max_retries: int | None
+    backoff_base: float | timedelta | None
+    max_backoff: float | timedelta | None
+    non_retryable: tuple[type[BaseException], ...]
+
+    def apply(self, base: RetryPolicy) -> RetryPolicy | None:
+        unset = self.max_retries is None and self.backoff_base is None and self.max_backoff is None
+        if unset and not self.non_retryable:
+            return None
+        if self.max_retries is not None and (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 1
+        ):
+            raise InvalidOptionError("max_retries must be an int >= 1")
+        return base.with_overrides(
+            max_retries=self.max_retries,
+            backoff_base=_seconds_or_none(self.backoff_base, "backoff_base"),
+            max_backoff=_seconds_or_none(self.max_backoff, "max_backoff"),
+            non_retryable=self.non_retryable or None,
+        )
+
+
+def _seconds_or_none(value: float | timedelta | None, name: str) -> float | None:
+    return to_seconds(value, name) if value is not None else None
+
+
 _JobOp = Operation[tuple[dict[str, Any], bool]]
+JobSpecLike = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
 
 
 class Monque(EventEmitter):
@@ -86,12 +124,12 @@ class Monque(EventEmitter):
     async def initialize(self) -> None:
         """Create the indexes (unless ``create_indexes=False``). Idempotent."""
         if not self._initialized and self.options.create_indexes:
-            await self.jobs.run(ensure_indexes())
+            await self.jobs.run(ensure_indexes(bool(self.options.retention)))
         self._initialized = True
 
     def initialize_sync(self) -> None:
         if not self._initialized and self.options.create_indexes:
-            self.jobs.run_sync(ensure_indexes())
+            self.jobs.run_sync(ensure_indexes(bool(self.options.retention)))
         self._initialized = True
 
     # -- producing ------------------------------------------------------------------------
@@ -124,6 +162,32 @@ class Monque(EventEmitter):
     ) -> Job[Any]:
         """``enqueue`` for programs without an event loop."""
         return self._store_sync(self._enqueue_op(name, data, unique_key, run_at, delay, priority))
+
+    async def enqueue_many(self, jobs: Iterable[JobSpecLike]) -> list[Job[Any]]:
+        """Store many jobs with one unordered ``insert_many``.
+
+        Each item is ``(name, data)`` or ``(name, data, options)`` with ``enqueue``'s keyword
+        options. Unique keys are honoured: a job whose key an active job holds comes back as
+        that job (``created`` False). Everything is validated before anything is written.
+        """
+        return await self._store_many(self._many_op(jobs))
+
+    def enqueue_many_sync(self, jobs: Iterable[JobSpecLike]) -> list[Job[Any]]:
+        return self._store_many_sync(self._many_op(jobs))
+
+    def _many_op(self, jobs: Iterable[JobSpecLike]) -> Operation[list[tuple[dict[str, Any], bool]]]:
+        docs = []
+        now = utcnow()
+        for item in jobs:
+            if not isinstance(item, tuple) or not 2 <= len(item) <= 3:
+                raise InvalidOptionError("enqueue_many takes (name, data) or (name, data, options)")
+            name, data, *rest = item
+            options: dict[str, Any] = dict(rest[0]) if rest else {}
+            unknown = set(options) - {"unique_key", "run_at", "delay", "priority"}
+            if unknown:
+                raise InvalidOptionError(f"unknown enqueue option(s): {', '.join(sorted(unknown))}")
+            docs.append(self._document(name, data, now=now, **options))
+        return ops.insert_many(docs)
 
     async def now(self, name: str, data: Any = None, **kwargs: Any) -> Job[Any]:
         """Enqueue a job to run as soon as a worker is free."""
@@ -173,13 +237,30 @@ class Monque(EventEmitter):
         delay: float | timedelta | None,
         priority: int,
     ) -> _JobOp:
+        doc = self._document(
+            name, data, unique_key=unique_key, run_at=run_at, delay=delay, priority=priority
+        )
+        return ops.enqueue_unique(doc) if unique_key is not None else ops.insert_job(doc)
+
+    def _document(
+        self,
+        name: str,
+        data: Any,
+        *,
+        now: datetime | None = None,
+        unique_key: str | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> dict[str, Any]:
+        """A validated new job document (every check happens before any write)."""
         self._check_job_name(name)
         if unique_key is not None:
             check_unique_key(unique_key)
         check_priority(priority)
         check_payload(data, self.options.payload_limit)
-        now = utcnow()
-        doc = new_document(
+        now = now or utcnow()
+        return new_document(
             name,
             data,
             now=now,
@@ -187,7 +268,6 @@ class Monque(EventEmitter):
             unique_key=unique_key,
             priority=priority,
         )
-        return ops.enqueue_unique(doc) if unique_key is not None else ops.insert_job(doc)
 
     def _schedule_op(
         self,
@@ -235,6 +315,28 @@ class Monque(EventEmitter):
             self._processor.wake()
         return job
 
+    async def _store_many(
+        self, operation: Operation[list[tuple[dict[str, Any], bool]]]
+    ) -> list[Job[Any]]:
+        try:
+            await self.initialize()
+            stored = await self.jobs.run(operation)
+        except PyMongoError as exc:
+            raise ConnectionError(f"storing the jobs failed: {exc}") from exc
+        if self._processor is not None:
+            self._processor.wake()
+        return [Job.from_document(doc, created=created) for doc, created in stored]
+
+    def _store_many_sync(
+        self, operation: Operation[list[tuple[dict[str, Any], bool]]]
+    ) -> list[Job[Any]]:
+        try:
+            self.initialize_sync()
+            stored = self.jobs.run_sync(operation)
+        except PyMongoError as exc:
+            raise ConnectionError(f"storing the jobs failed: {exc}") from exc
+        return [Job.from_document(doc, created=created) for doc, created in stored]
+
     def _store_sync(self, operation: _JobOp) -> Job[Any]:
         try:
             self.initialize_sync()
@@ -242,6 +344,151 @@ class Monque(EventEmitter):
         except PyMongoError as exc:
             raise ConnectionError(f"storing the job failed: {exc}") from exc
         return Job.from_document(doc, created=created)
+
+    # -- managing jobs --------------------------------------------------------------------
+
+    async def _manage(self, operation: Operation[R]) -> R:
+        try:
+            return await self.jobs.run(operation)
+        except PyMongoError as exc:
+            raise ConnectionError(f"job management failed: {exc}") from exc
+
+    def _manage_sync(self, operation: Operation[R]) -> R:
+        try:
+            return self.jobs.run_sync(operation)
+        except PyMongoError as exc:
+            raise ConnectionError(f"job management failed: {exc}") from exc
+
+    async def get_job(self, job_id: ObjectId | str) -> Job[Any] | None:
+        """The job with this id (ObjectId or its hex string), or None."""
+        return await self._manage(mg.get_job(mg.parse_id(job_id)))
+
+    def get_job_sync(self, job_id: ObjectId | str) -> Job[Any] | None:
+        return self._manage_sync(mg.get_job(mg.parse_id(job_id)))
+
+    async def get_jobs(
+        self,
+        *,
+        name: str | None = None,
+        status: JobStatus | str | Sequence[JobStatus | str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> mg.JobPage:
+        """A page of jobs, newest first; ``page.next_cursor`` fetches the next page."""
+        return await self._manage(
+            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=utcnow())
+        )
+
+    def get_jobs_sync(
+        self,
+        *,
+        name: str | None = None,
+        status: JobStatus | str | Sequence[JobStatus | str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> mg.JobPage:
+        return self._manage_sync(
+            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=utcnow())
+        )
+
+    async def cancel_job(self, job_id: ObjectId | str) -> Job[Any]:
+        """Cancel a pending job now, or ask the worker running it to stop (it ends cancelled).
+
+        ``JobStateError`` for finished jobs, ``JobNotFoundError`` for unknown ids.
+        """
+        job, immediate = await self._manage(self._cancel_op(job_id))
+        return self._cancelled(job, immediate)
+
+    def cancel_job_sync(self, job_id: ObjectId | str) -> Job[Any]:
+        job, immediate = self._manage_sync(self._cancel_op(job_id))
+        return self._cancelled(job, immediate)
+
+    def _cancel_op(self, job_id: ObjectId | str) -> Operation[tuple[Job[Any], bool]]:
+        return mg.cancel_job(mg.parse_id(job_id), utcnow(), self.options.retention)
+
+    def _cancelled(self, job: Job[Any], immediate: bool) -> Job[Any]:
+        if immediate:
+            self.emit(Events.JOB_CANCELLED, job)
+        return job
+
+    async def retry_job(self, job_id: ObjectId | str) -> Job[Any]:
+        """Run a failed or cancelled job again now, with a fresh attempt budget."""
+        job = await self._manage(mg.retry_job(mg.parse_id(job_id), utcnow()))
+        self.emit(Events.JOB_RETRIED, job)
+        if self._processor is not None:
+            self._processor.wake()
+        return job
+
+    def retry_job_sync(self, job_id: ObjectId | str) -> Job[Any]:
+        job = self._manage_sync(mg.retry_job(mg.parse_id(job_id), utcnow()))
+        self.emit(Events.JOB_RETRIED, job)
+        return job
+
+    async def reschedule_job(self, job_id: ObjectId | str, run_at: datetime) -> Job[Any]:
+        """Move a pending job's next run (timezone-aware ``run_at``)."""
+        when = resolve_run_at(run_at, None, utcnow())
+        job = await self._manage(mg.reschedule_job(mg.parse_id(job_id), when, utcnow()))
+        self.emit(Events.JOB_RESCHEDULED, job)
+        return job
+
+    def reschedule_job_sync(self, job_id: ObjectId | str, run_at: datetime) -> Job[Any]:
+        when = resolve_run_at(run_at, None, utcnow())
+        job = self._manage_sync(mg.reschedule_job(mg.parse_id(job_id), when, utcnow()))
+        self.emit(Events.JOB_RESCHEDULED, job)
+        return job
+
+    async def delete_job(self, job_id: ObjectId | str) -> Job[Any]:
+        """Delete a job that is not running; returns what was deleted."""
+        job = await self._manage(mg.delete_job(mg.parse_id(job_id)))
+        self.emit(Events.JOB_DELETED, job)
+        return job
+
+    def delete_job_sync(self, job_id: ObjectId | str) -> Job[Any]:
+        job = self._manage_sync(mg.delete_job(mg.parse_id(job_id)))
+        self.emit(Events.JOB_DELETED, job)
+        return job
+
+    async def cancel_jobs(self, selector: mg.JobSelector) -> int:
+        """Cancel the selected pending jobs; returns how many."""
+        count = await self._manage(mg.cancel_jobs(selector, utcnow(), self.options.retention))
+        self.emit(Events.JOBS_CANCELLED, count, selector)
+        return count
+
+    def cancel_jobs_sync(self, selector: mg.JobSelector) -> int:
+        count = self._manage_sync(mg.cancel_jobs(selector, utcnow(), self.options.retention))
+        self.emit(Events.JOBS_CANCELLED, count, selector)
+        return count
+
+    async def retry_jobs(self, selector: mg.JobSelector) -> int:
+        """Retry the selected failed or cancelled jobs; returns how many."""
+        count = await self._manage(mg.retry_jobs(selector, utcnow()))
+        self.emit(Events.JOBS_RETRIED, count, selector)
+        if count and self._processor is not None:
+            self._processor.wake()
+        return count
+
+    def retry_jobs_sync(self, selector: mg.JobSelector) -> int:
+        count = self._manage_sync(mg.retry_jobs(selector, utcnow()))
+        self.emit(Events.JOBS_RETRIED, count, selector)
+        return count
+
+    async def delete_jobs(self, selector: mg.JobSelector) -> int:
+        """Delete the selected jobs that are not running; returns how many."""
+        count = await self._manage(mg.delete_jobs(selector, utcnow()))
+        self.emit(Events.JOBS_DELETED, count, selector)
+        return count
+
+    def delete_jobs_sync(self, selector: mg.JobSelector) -> int:
+        count = self._manage_sync(mg.delete_jobs(selector, utcnow()))
+        self.emit(Events.JOBS_DELETED, count, selector)
+        return count
+
+    async def get_stats(self, name: str | None = None) -> mg.QueueStats:
+        """Counts per status, and mean time in queue and run time of completed jobs."""
+        return await self._manage(mg.get_stats(name))
+
+    def get_stats_sync(self, name: str | None = None) -> mg.QueueStats:
+        return self._manage_sync(mg.get_stats(name))
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -253,11 +500,26 @@ class Monque(EventEmitter):
         *,
         concurrency: int | None = None,
         replace: bool = False,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | timedelta | None = None,
+        max_backoff: float | timedelta | None = None,
+        non_retryable: Iterable[type[BaseException]] = (),
     ) -> Callable[[H], H]: ...
 
     @overload
     def worker(
-        self, name: str, handler: H, *, concurrency: int | None = None, replace: bool = False
+        self,
+        name: str,
+        handler: H,
+        *,
+        concurrency: int | None = None,
+        replace: bool = False,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | timedelta | None = None,
+        max_backoff: float | timedelta | None = None,
+        non_retryable: Iterable[type[BaseException]] = (),
     ) -> H: ...
 
     def worker(
@@ -267,22 +529,44 @@ class Monque(EventEmitter):
         *,
         concurrency: int | None = None,
         replace: bool = False,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | timedelta | None = None,
+        max_backoff: float | timedelta | None = None,
+        non_retryable: Iterable[type[BaseException]] = (),
     ) -> H | Callable[[H], H]:
         """Register the handler for ``name`` (``async def`` or plain ``def``); also a decorator.
 
         ``concurrency`` bounds how many jobs of this name run at once on this instance
         (default ``worker_concurrency``). Registering a name twice raises
         ``WorkerRegistrationError`` unless ``replace=True``.
+
+        ``timeout`` bounds one run (an async handler is cancelled, a sync one is flagged through
+        ``job.should_stop`` and its result discarded; the run counts as a failure).
+        ``max_retries``, ``backoff_base`` and ``max_backoff`` override the engine's retry policy;
+        errors of a ``non_retryable`` type (and ``PermanentError``) fail the job at once.
         """
-        if handler is None:
+        overrides = RetryOverrides(max_retries, backoff_base, max_backoff, tuple(non_retryable))
+        policy = overrides.apply(self.options.retry_policy)
+        seconds = to_seconds(timeout, "timeout") if timeout is not None else None
 
-            def decorate(fn: H) -> H:
-                self._registry.register(name, fn, concurrency=concurrency, replace=replace)
-                return fn
+        def register(fn: H) -> H:
+            self._registry.register(
+                name, fn, concurrency=concurrency, replace=replace, timeout=seconds, policy=policy
+            )
+            return fn
 
-            return decorate
-        self._registry.register(name, handler, concurrency=concurrency, replace=replace)
-        return handler
+        return register if handler is None else register(handler)
+
+    def configure_workers(
+        self, *, only: Iterable[str] | None = None, concurrency: int | None = None
+    ) -> None:
+        """Keep only the workers named in ``only`` and/or set every worker's concurrency.
+
+        For process-level tuning (the CLI's ``--names`` and ``--concurrency``); call before
+        ``start()``.
+        """
+        self._registry.configure(only=only, concurrency=concurrency)
 
     @property
     def worker_names(self) -> list[str]:

@@ -15,10 +15,16 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidScheduleError",
     "InvalidUniqueKeyError",
+    "JobCancelledError",
     "JobLostError",
+    "JobNotFoundError",
+    "JobStateError",
+    "JobTimeoutError",
     "MonqueError",
     "PayloadTooLargeError",
+    "PermanentError",
     "ShutdownTimeoutError",
+    "UniqueKeyConflictError",
     "UnknownJobError",
     "WorkerRegistrationError",
 ]
@@ -98,3 +104,41 @@ class ShutdownTimeoutError(MonqueError):
         )
         self.timeout = timeout
         self.job_ids = list(job_ids)
+
+
+class JobNotFoundError(MonqueError, LookupError):
+    """No job has this id."""
+
+    def __init__(self, message: str, job_id: Any = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobStateError(MonqueError):
+    """An action does not apply to a job in its current status (e.g. retrying a pending job)."""
+
+    def __init__(self, message: str, job_id: Any, status: str | None, action: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+
+
+class UniqueKeyConflictError(JobStateError):
+    """A retry would duplicate a unique key that another active job now holds."""
+
+    def __init__(self, message: str, job_id: Any, holder_id: Any) -> None:
+        super().__init__(message, job_id, None, "retry")
+        self.holder_id = holder_id
+
+
+class PermanentError(MonqueError):
+    """Raise from a handler to fail the job at once, without retries."""
+
+
+class JobTimeoutError(MonqueError):
+    """A handler ran past its worker's ``timeout``; the run counts as a failure."""
+
+
+class JobCancelledError(MonqueError):
+    """The job was cancelled while it ran (``cancel_job`` on a processing job)."""

@@ -28,6 +28,14 @@ class Events:
     JOB_ERROR: Final = "job:error"  # (error, job or None)
     JOB_LOST: Final = "job:lost"  # (job): this worker no longer holds the job's lease
     JOB_RECOVERED: Final = "job:recovered"  # (job): an expired lease was swept back
+    JOB_CANCELLED: Final = "job:cancelled"  # (job)
+    JOB_RETRIED: Final = "job:retried"  # (job)
+    JOB_RESCHEDULED: Final = "job:rescheduled"  # (job)
+    JOB_DELETED: Final = "job:deleted"  # (job)
+    JOB_PROGRESS: Final = "job:progress"  # (job, value, message)
+    JOBS_CANCELLED: Final = "jobs:cancelled"  # (count, selector)
+    JOBS_RETRIED: Final = "jobs:retried"  # (count, selector)
+    JOBS_DELETED: Final = "jobs:deleted"  # (count, selector)
     WORKER_STARTED: Final = "worker:started"  # (): run()/run_sync() is processing
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
 
-from monque.errors import InvalidJobDocumentError
+from monque.errors import InvalidJobDocumentError, InvalidOptionError, MonqueError
 
 __all__ = ["Job", "JobStatus"]
 
@@ -71,9 +72,44 @@ class Job(Generic[T]):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     created: bool = field(default=False, compare=False)
+    progress: dict[str, Any] | None = None
     _stop_flag: threading.Event = field(
         default_factory=threading.Event, init=False, repr=False, compare=False
     )
+    _reporter: Any = field(default=None, init=False, repr=False, compare=False)
+    _loop: asyncio.AbstractEventLoop | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def _attach(self, reporter: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._reporter, self._loop = reporter, loop
+
+    def _detach(self) -> None:
+        self._reporter = self._loop = None
+
+    async def report_progress(self, value: float, message: str | None = None) -> None:
+        """Store progress (0-100 and an optional message) and emit ``job:progress``.
+
+        Only from the running handler; a sync handler calls ``report_progress_sync``.
+        """
+        reporter = self._checked_reporter(value, message)
+        await reporter(self, float(value), message)
+
+    def report_progress_sync(self, value: float, message: str | None = None) -> None:
+        """``report_progress`` from a sync handler's thread."""
+        reporter = self._checked_reporter(value, message)
+        loop = self._loop
+        assert loop is not None
+        asyncio.run_coroutine_threadsafe(reporter(self, float(value), message), loop).result(30)
+
+    def _checked_reporter(self, value: object, message: object) -> Any:
+        if self._reporter is None:
+            raise MonqueError("progress can only be reported by the handler running this job")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise InvalidOptionError(f"progress must be a number from 0 to 100, got {value!r}")
+        if message is not None and not isinstance(message, str):
+            raise InvalidOptionError("progress message must be a string")
+        return self._reporter
 
     @property
     def is_recurring(self) -> bool:
@@ -118,6 +154,7 @@ class Job(Generic[T]):
             completed_at=_date(doc, "completedAt"),
             created_at=_date(doc, "createdAt"),
             updated_at=_date(doc, "updatedAt"),
+            progress=_typed(doc, "progress", dict),
             created=created,
         )
 

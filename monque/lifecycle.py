@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,10 +13,20 @@ from bson import ObjectId
 from monque.backoff import retry_delay
 from monque.cron import next_run
 from monque.job import Job, JobStatus
-from monque.options import MonqueOptions
+from monque.policy import RetryPolicy
 from monque.storage.jobs import LEASE_FIELDS
 
-__all__ = ["Outcome", "completion_update", "failure_update", "new_document"]
+__all__ = ["Outcome", "completion_update", "expiry", "failure_update", "new_document"]
+
+Retention = Mapping[str, float] | None
+
+
+def expiry(status: str, now: datetime, retention: Retention) -> dict[str, Any]:
+    """``expireAt`` for a finished status when retention is configured for it."""
+    if retention and status in retention:
+        return {"expireAt": now + timedelta(seconds=retention[status])}
+    return {}
+
 
 _MAX_TRACEBACK = 8_000
 
@@ -59,7 +70,7 @@ class Outcome:
     next_run_at: datetime | None
 
 
-def completion_update(job: Job[Any], now: datetime) -> Outcome:
+def completion_update(job: Job[Any], now: datetime, retention: Retention = None) -> Outcome:
     """Success: done for a one-off job; the next cron slot (fresh attempts) for a recurring one."""
     if job.repeat_interval is not None:
         upcoming = next_run(job.repeat_interval, now, job.timezone)
@@ -79,7 +90,12 @@ def completion_update(job: Job[Any], now: datetime) -> Outcome:
         )
     return Outcome(
         {
-            "$set": {"status": JobStatus.COMPLETED.value, "completedAt": now, "updatedAt": now},
+            "$set": {
+                "status": JobStatus.COMPLETED.value,
+                "completedAt": now,
+                "updatedAt": now,
+                **expiry(JobStatus.COMPLETED.value, now, retention),
+            },
             "$unset": LEASE_FIELDS,
         },
         will_retry=False,
@@ -91,11 +107,13 @@ def failure_update(
     job: Job[Any],
     now: datetime,
     reason: str,
-    options: MonqueOptions,
+    policy: RetryPolicy,
     *,
     traceback: str | None = None,
     rng: random.Random | None = None,
     immediate: bool = False,
+    permanent: bool = False,
+    retention: Retention = None,
 ) -> Outcome:
     """A failed attempt: retry after ``2**failCount * backoff_base`` or give up.
 
@@ -103,6 +121,7 @@ def failure_update(
     for its next cron slot with a fresh attempt budget. A retry of a recurring job never runs
     later than its next slot. ``immediate`` (a lost worker, not a failing handler) counts the
     attempt but keeps the job due at its old time, so it keeps its place in the queue.
+    ``permanent`` (a non-retryable error) skips the remaining attempts.
     """
     fail_count = job.fail_count + 1
     fields: dict[str, Any] = {"failReason": reason, "updatedAt": now, "failedAt": now}
@@ -113,9 +132,9 @@ def failure_update(
         if job.repeat_interval is not None
         else None
     )
-    if fail_count < options.max_retries:
+    if fail_count < policy.max_retries and not permanent:
         delay = retry_delay(
-            fail_count, options.backoff_base, options.max_backoff, options.backoff_jitter, rng
+            fail_count, policy.backoff_base, policy.max_backoff, policy.backoff_jitter, rng
         )
         retry_at = job.next_run_at if immediate else now + timedelta(seconds=delay)
         if upcoming is not None and upcoming < retry_at:
@@ -129,5 +148,9 @@ def failure_update(
     if upcoming is not None:
         fields |= {"status": JobStatus.PENDING.value, "nextRunAt": upcoming, "failCount": 0}
         return Outcome({"$set": fields, "$unset": LEASE_FIELDS}, False, upcoming)
-    fields |= {"status": JobStatus.FAILED.value, "failCount": fail_count}
+    fields |= {
+        "status": JobStatus.FAILED.value,
+        "failCount": fail_count,
+        **expiry(JobStatus.FAILED.value, now, retention),
+    }
     return Outcome({"$set": fields, "$unset": LEASE_FIELDS}, False, None)

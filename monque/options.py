@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from monque.durations import to_seconds
 from monque.errors import InvalidOptionError
+from monque.policy import RetryPolicy
 
 __all__ = ["MonqueOptions"]
 
@@ -40,6 +42,9 @@ class MonqueOptions:
         instance_id: this instance's owner token (host:pid:random by default).
         max_payload_size: largest job data in BSON bytes (None: MongoDB's 16 MiB).
         create_indexes: create the indexes in ``initialize()`` (True).
+        retention: how long finished jobs are kept, per status, e.g.
+            ``{"completed": timedelta(days=1), "failed": timedelta(days=30)}``; removed by a
+            TTL index on ``expireAt`` (None: kept forever).
     """
 
     collection: str = "monque_jobs"
@@ -57,6 +62,13 @@ class MonqueOptions:
     instance_id: str = field(default_factory=_default_instance_id)
     max_payload_size: int | None = None
     create_indexes: bool = True
+    retention: Mapping[str, float] | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.max_retries, self.backoff_base, self.max_backoff, self.backoff_jitter
+        )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> MonqueOptions:
@@ -79,6 +91,8 @@ class MonqueOptions:
         ):
             if name in values:
                 values[name] = to_seconds(values[name], name, allow_zero=name == "shutdown_timeout")
+        if values.get("retention") is not None:
+            values["retention"] = _retention(values["retention"])
         options = cls(**values)
         options._validate()
         return options
@@ -112,6 +126,21 @@ class MonqueOptions:
     @property
     def payload_limit(self) -> int:
         return self.max_payload_size or _BSON_LIMIT
+
+
+_FINISHED = ("completed", "failed", "cancelled")
+
+
+def _retention(value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise InvalidOptionError("retention must map statuses to durations")
+    result: dict[str, float] = {}
+    for status, age in value.items():
+        key = getattr(status, "value", status)
+        if key not in _FINISHED:
+            raise InvalidOptionError(f"retention applies to {', '.join(_FINISHED)}; got {status!r}")
+        result[key] = to_seconds(age, f"retention[{key!r}]")
+    return result
 
 
 def _check_int(value: object, name: str, minimum: int) -> None:

@@ -26,11 +26,12 @@ from monque.errors import (
     ConnectionError,
     InstanceIdConflictError,
     InvalidJobDocumentError,
+    JobTimeoutError,
     ShutdownTimeoutError,
 )
 from monque.events import EventEmitter, Events
 from monque.job import Job, JobStatus, utcnow
-from monque.lifecycle import Outcome, completion_update, failure_update
+from monque.lifecycle import Outcome, completion_update, expiry, failure_update
 from monque.options import MonqueOptions
 from monque.storage import instances
 from monque.storage import jobs as ops
@@ -51,7 +52,8 @@ class _Running:
     job: Job[Any]
     definition: WorkerDefinition
     task: asyncio.Task[None]
-    abandoned: bool = False
+    abandoned: bool = False  # lost or handed back: write nothing
+    cancelled: bool = False  # cancel_job asked for it: write `cancelled`
 
 
 class Processor:
@@ -220,49 +222,99 @@ class Processor:
 
     async def _execute(self, job: Job[Any], definition: WorkerDefinition) -> None:
         entry_id = job.id
+        job._attach(self._report_progress, asyncio.get_running_loop())
         self._events.emit(Events.JOB_START, job)
         started = time.perf_counter()
         try:
             await self._call_handler(job, definition)
         except asyncio.CancelledError:
+            entry = self._running.get(entry_id)
+            if entry is not None and entry.cancelled and not entry.abandoned:
+                await self._on_cancelled(job)
+                return
             if self._is_abandoned(entry_id):
                 return  # lost or handed back: the new owner's state stands
             raise
         except Exception as exc:
-            if not self._is_abandoned(entry_id):
-                await self._on_failure(job, exc)
+            if self._cancel_requested(entry_id):
+                await self._on_cancelled(job)
+            elif not self._is_abandoned(entry_id):
+                await self._on_failure(job, exc, definition)
         else:
-            if not self._is_abandoned(entry_id):
+            if self._cancel_requested(entry_id):
+                await self._on_cancelled(job)
+            elif not self._is_abandoned(entry_id):
                 await self._on_success(job, time.perf_counter() - started)
         finally:
+            job._detach()
             self._running.pop(entry_id, None)
             definition.running -= 1
             self._wake.set()
 
     async def _call_handler(self, job: Job[Any], definition: WorkerDefinition) -> None:
         if definition.is_async:
-            await definition.handler(job)
+            call: Any = definition.handler(job)
+        else:
+            loop = asyncio.get_running_loop()
+            context = contextvars.copy_context()
+            call = loop.run_in_executor(self._executor, context.run, definition.handler, job)
+        if definition.timeout is None:
+            await call
             return
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        await loop.run_in_executor(self._executor, context.run, definition.handler, job)
+        try:
+            await asyncio.wait_for(call, definition.timeout)
+        except asyncio.TimeoutError:
+            # An async handler was cancelled; a sync one runs on, told through should_stop.
+            job._stop_flag.set()
+            raise JobTimeoutError(
+                f"{job.name} ran past its timeout of {definition.timeout:g}s"
+            ) from None
 
     async def _on_success(self, job: Job[Any], duration: float) -> None:
-        outcome = completion_update(job, self._clock())
+        outcome = completion_update(job, self._clock(), self._options.retention)
         if await self._write(job, outcome):
             self._events.emit(Events.JOB_COMPLETE, job, duration)
 
-    async def _on_failure(self, job: Job[Any], exc: BaseException) -> None:
+    async def _on_failure(
+        self, job: Job[Any], exc: BaseException, definition: WorkerDefinition
+    ) -> None:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        policy = definition.policy or self._options.retry_policy
         outcome = failure_update(
             job,
             self._clock(),
             reason,
-            self._options,
+            policy,
             traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            permanent=not policy.retries(exc),
+            retention=self._options.retention,
         )
         if await self._write(job, outcome):
             self._events.emit(Events.JOB_FAIL, job, exc, outcome.will_retry)
+
+    async def _on_cancelled(self, job: Job[Any]) -> None:
+        now = self._clock()
+        outcome = Outcome(
+            {
+                "$set": {
+                    "status": JobStatus.CANCELLED.value,
+                    "cancelledAt": now,
+                    "updatedAt": now,
+                    **expiry(JobStatus.CANCELLED.value, now, self._options.retention),
+                },
+                "$unset": {**ops.LEASE_FIELDS, "cancelRequested": ""},
+            },
+            will_retry=False,
+            next_run_at=None,
+        )
+        if await self._write(job, outcome):
+            self._events.emit(Events.JOB_CANCELLED, job)
+
+    async def _report_progress(self, job: Job[Any], value: float, message: str | None) -> None:
+        progress = {"value": value, "message": message, "at": self._clock()}
+        update = {"$set": {"progress": progress}}
+        if await self._coll.run(ops.transition(job.id, self._options.instance_id, update)):
+            self._events.emit(Events.JOB_PROGRESS, job, value, message)
 
     async def _write(self, job: Job[Any], outcome: Outcome) -> bool:
         """Apply a transition, retrying through outages; False if the job was lost meanwhile."""
@@ -290,19 +342,30 @@ class Processor:
     # -- leases ---------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        now = self._clock()
+        owner, lease = self._options.instance_id, self._options.lock_timeout
+        await self._instances.run(instances.renew(owner, now, lease))
         if not self._running:
             return
-        ids = list(self._running)
-        lost = await self._coll.run(
-            ops.renew_leases(
-                ids, self._options.instance_id, self._clock(), self._options.lock_timeout
-            )
+        lost, cancel = await self._coll.run(
+            ops.renew_leases(list(self._running), owner, now, lease)
         )
         for job_id in lost:
             entry = self._running.get(job_id)
             if entry is not None and not entry.abandoned:
                 self._abandon(entry)
                 self._mark_lost(entry.job)
+        for job_id in cancel:
+            entry = self._running.get(job_id)
+            if entry is not None and not entry.cancelled:
+                entry.cancelled = True
+                entry.job._stop_flag.set()
+                if entry.definition.is_async:
+                    entry.task.cancel()
+
+    def _cancel_requested(self, job_id: ObjectId) -> bool:
+        entry = self._running.get(job_id)
+        return entry is not None and entry.cancelled and not entry.abandoned
 
     async def _recover(self) -> None:
         now = self._clock()
@@ -313,7 +376,14 @@ class Processor:
                 self._error(exc, None)
                 continue
             reason = f"worker lost: lease of {job.claimed_by!r} expired"
-            outcome = failure_update(job, now, reason, self._options, immediate=True)
+            outcome = failure_update(
+                job,
+                now,
+                reason,
+                self._options.retry_policy,
+                immediate=True,
+                retention=self._options.retention,
+            )
             recovered = await self._coll.run(
                 ops.recover(job.id, job.claimed_by, now, outcome.update)
             )

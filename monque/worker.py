@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from monque.errors import WorkerRegistrationError
 from monque.job import Job
+from monque.policy import RetryPolicy
 from monque.validation import check_name
 
 __all__ = ["Handler", "WorkerDefinition", "WorkerRegistry", "is_async_callable"]
@@ -31,6 +32,8 @@ class WorkerDefinition:
     handler: Handler
     concurrency: int
     is_async: bool
+    timeout: float | None = None
+    policy: RetryPolicy | None = None  # None: the engine's
     running: int = 0
 
     @property
@@ -44,7 +47,14 @@ class WorkerRegistry:
         self._workers: dict[str, WorkerDefinition] = {}
 
     def register(
-        self, name: str, handler: Handler, *, concurrency: int | None, replace: bool
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        concurrency: int | None,
+        replace: bool,
+        timeout: float | None = None,
+        policy: RetryPolicy | None = None,
     ) -> WorkerDefinition:
         check_name(name)
         if not callable(handler):
@@ -60,13 +70,36 @@ class WorkerRegistry:
                 f"a worker for {name!r} is already registered; pass replace=True to swap it"
             )
         definition = WorkerDefinition(
-            name, handler, concurrency or self._default, is_async_callable(handler)
+            name,
+            handler,
+            concurrency or self._default,
+            is_async_callable(handler),
+            timeout=timeout,
+            policy=policy,
         )
         previous = self._workers.get(name)
         if previous is not None:
             definition.running = previous.running
         self._workers[name] = definition
         return definition
+
+    def configure(self, *, only: Iterable[str] | None, concurrency: int | None) -> None:
+        if only is not None:
+            keep = set(only)
+            unknown = keep - set(self._workers)
+            if unknown:
+                raise WorkerRegistrationError(
+                    f"no worker registered for {', '.join(sorted(unknown))}; "
+                    f"registered: {', '.join(self._workers) or 'none'}"
+                )
+            self._workers = {n: d for n, d in self._workers.items() if n in keep}
+        if concurrency is not None:
+            if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+                raise WorkerRegistrationError(
+                    f"concurrency must be an int >= 1, got {concurrency!r}"
+                )
+            for definition in self._workers.values():
+                definition.concurrency = concurrency
 
     def get(self, name: str) -> WorkerDefinition | None:
         return self._workers.get(name)

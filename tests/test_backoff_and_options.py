@@ -55,10 +55,10 @@ def test_failure_arithmetic() -> None:
     options = MonqueOptions.from_kwargs(max_retries=3)
     doc = new_document("j", None, now=now, run_at=now)
     job = Job.from_document(doc)
-    first = failure_update(job, now, "x", options)
+    first = failure_update(job, now, "x", options.retry_policy)
     assert first.will_retry and first.next_run_at == now + timedelta(minutes=2)
     job.fail_count = 2
-    last = failure_update(job, now, "x", options)
+    last = failure_update(job, now, "x", options.retry_policy)
     assert not last.will_retry and last.update["$set"]["status"] == "failed"
 
 

@@ -161,3 +161,37 @@ async def test_a_retryable_insert_error_is_retried_by_the_driver(
     with fail_command(mongo_client, ["insert"], times=1, error_code=91):
         job = monque.enqueue_sync("report")
     assert mongo_db.monque_jobs.count_documents({"_id": job.id}) == 1
+
+
+async def test_enqueue_many_inserts_once_and_honours_unique_keys(
+    make_monque: MakeMonque, handle: str, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque(handle)
+    held = await _enqueue(monque, handle, "bulk", {"i": -1}, unique_key="k1")
+    items: list[Any] = [("bulk", {"i": i}) for i in range(5)]
+    items.append(("bulk", {"i": 99}, {"unique_key": "k1"}))
+    items.append(("bulk", {"i": 100}, {"unique_key": "k2", "delay": 60, "priority": 3}))
+    if handle == "sync":
+        jobs = await asyncio.to_thread(monque.enqueue_many_sync, items)
+    else:
+        jobs = await monque.enqueue_many(items)
+    assert [j.created for j in jobs] == [True] * 5 + [False, True]
+    assert jobs[5].id == held.id and jobs[5].data == {"i": -1}
+    assert jobs[6].priority == 3 and jobs[6].next_run_at > datetime.now(timezone.utc)
+    assert mongo_db.monque_jobs.count_documents({"name": "bulk"}) == 7
+
+
+async def test_enqueue_many_validates_everything_before_writing(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    from monque import InvalidJobNameError, InvalidOptionError
+
+    with pytest.raises(InvalidJobNameError):
+        await monque.enqueue_many([("ok", 1), (" bad", 2)])
+    with pytest.raises(InvalidOptionError):
+        await monque.enqueue_many([("ok", 1, {"colour": "red"})])
+    with pytest.raises(InvalidOptionError):
+        await monque.enqueue_many(["ok"])  # type: ignore[list-item]
+    assert mongo_db.monque_jobs.count_documents({}) == 0
+    assert await monque.enqueue_many([]) == []

@@ -79,7 +79,7 @@ async def test_heartbeats_keep_a_long_job_from_other_instances(
     """A job three times longer than the lease runs once, though another instance sweeps."""
     runs: list[str] = []
     engines = [
-        make_monque(lock_timeout=0.6, heartbeat_interval=0.1, recovery_interval=0.1)
+        make_monque(lock_timeout=1.0, heartbeat_interval=0.1, recovery_interval=0.1)
         for _ in range(2)
     ]
     recorders = [Recorder().listen(m, Events.JOB_RECOVERED, Events.JOB_LOST) for m in engines]
@@ -88,13 +88,13 @@ async def test_heartbeats_keep_a_long_job_from_other_instances(
 
             async def handler(job: Job[Any], i: int = i) -> None:
                 runs.append(f"start-{i}")
-                await asyncio.sleep(1.8)
+                await asyncio.sleep(2.5)
 
         else:
 
             def handler(job: Job[Any], i: int = i) -> None:  # type: ignore[misc]
                 runs.append(f"start-{i}")
-                threading.Event().wait(1.8)
+                threading.Event().wait(2.5)
 
         monque.worker("long", handler)
     job = await engines[0].now("long")

@@ -134,13 +134,18 @@ async def test_worker_concurrency_is_never_exceeded(make_monque: MakeMonque) -> 
     monque = make_monque(worker_concurrency=5)
     active = 0
     peak = 0
+    full = asyncio.Event()
 
     @monque.worker("limited", concurrency=2)
     async def limited(job: Job[Any]) -> None:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.05)
+        if active == 2:
+            full.set()
+        # Hold the slot until the limit was reached once, so a slow claim cannot hide a breach.
+        await asyncio.wait_for(full.wait(), 10)
+        await asyncio.sleep(0.01)
         active -= 1
 
     for i in range(8):
@@ -154,13 +159,17 @@ async def test_instance_concurrency_bounds_all_names(make_monque: MakeMonque) ->
     active = 0
     peak = 0
     lock = threading.Lock()
+    full = threading.Event()
 
     def track(job: Job[Any]) -> None:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-        threading.Event().wait(0.05)
+            if active == 3:
+                full.set()
+        full.wait(10)
+        threading.Event().wait(0.01)
         with lock:
             active -= 1
 

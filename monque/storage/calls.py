@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
@@ -27,7 +27,8 @@ Operation = Generator["Call", Any, R]
 
 @dataclass(frozen=True)
 class Call:
-    """A pymongo collection method call; ``find`` results are returned as a list."""
+    """A pymongo collection method call; ``find`` results are returned as a list, and the
+    pseudo-method ``aggregate_list`` runs ``aggregate`` and returns its documents."""
 
     method: str
     args: tuple[Any, ...] = ()
@@ -50,6 +51,9 @@ class JobCollection:
                 "this Monque was built on an async database handle; await the async methods "
                 "(the *_sync methods need a sync pymongo, motor or mongoengine handle)"
             )
+        if call.method == "aggregate_list":
+            sync = cast("Collection[dict[str, Any]]", self.collection)
+            return list(sync.aggregate(*call.args, **call.kwargs))
         method = getattr(self.collection, call.method)
         result = method(*call.args, **call.kwargs)
         return list(result) if call.method == "find" else result
@@ -58,6 +62,10 @@ class JobCollection:
         if not self.is_async:
             # Sync driver off the event loop: the same trade motor makes for every call.
             return await asyncio.to_thread(self.call_sync, call)
+        if call.method == "aggregate_list":
+            native = cast("AsyncCollection[dict[str, Any]]", self.collection)
+            cursor = await native.aggregate(*call.args, **call.kwargs)
+            return await cursor.to_list()
         method = getattr(self.collection, call.method)
         if call.method == "find":
             return await method(*call.args, **call.kwargs).to_list()

@@ -44,6 +44,13 @@ INDEXES = [
 ]
 
 
-def ensure_indexes() -> Operation[list[str]]:
-    names: list[str] = yield Call("create_indexes", (INDEXES,))
+# Only when retention is configured: finished jobs carry ``expireAt`` and mongod deletes them.
+RETENTION_INDEX = IndexModel(
+    [("expireAt", ASCENDING)], name="monque_retention", expireAfterSeconds=0
+)
+
+
+def ensure_indexes(retention: bool = False) -> Operation[list[str]]:
+    models = [*INDEXES, RETENTION_INDEX] if retention else INDEXES
+    names: list[str] = yield Call("create_indexes", (models,))
     return names

@@ -12,7 +12,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from monque.job import JobStatus
 from monque.storage.calls import Call, Operation
@@ -25,6 +25,7 @@ __all__ = [
     "enqueue_unique",
     "find_expired",
     "insert_job",
+    "insert_many",
     "owned_filter",
     "recover",
     "release",
@@ -98,6 +99,35 @@ def upsert_schedule(doc: dict[str, Any]) -> Operation[tuple[dict[str, Any], bool
     raise RuntimeError(f"schedule of {doc['name']!r} did not settle")  # pragma: no cover
 
 
+def insert_many(docs: list[dict[str, Any]]) -> Operation[list[tuple[dict[str, Any], bool]]]:
+    """One unordered ``insert_many``; a document whose unique key an active job holds is
+    answered with that job (created False), the rest are inserted."""
+    if not docs:
+        return []
+    duplicates: set[int] = set()
+    try:
+        yield Call("insert_many", (docs,), {"ordered": False})
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        others = [e for e in errors if e.get("code") != 11000]
+        if others:
+            raise
+        duplicates = {e["index"] for e in errors}
+    results: list[tuple[dict[str, Any], bool]] = []
+    for index, doc in enumerate(docs):
+        if index not in duplicates:
+            results.append((doc, True))
+            continue
+        key = {"name": doc["name"], "uniqueKey": doc["uniqueKey"], "status": {"$in": ACTIVE}}
+        existing = yield Call("find_one", (key,))
+        if existing is None:  # finished meanwhile: the key is free again
+            existing, created = yield from enqueue_unique(doc)
+            results.append((existing, created))
+        else:
+            results.append((existing, False))
+    return results
+
+
 def claim(
     names: Sequence[str], owner: str, now: datetime, lock_timeout: float
 ) -> Operation[dict[str, Any] | None]:
@@ -138,18 +168,25 @@ def transition(job_id: ObjectId, owner: str, update: dict[str, Any]) -> Operatio
 
 def renew_leases(
     ids: Sequence[ObjectId], owner: str, now: datetime, lock_timeout: float
-) -> Operation[list[ObjectId]]:
-    """Extend the leases of the jobs this owner runs; return the ids it no longer holds."""
+) -> Operation[tuple[list[ObjectId], list[ObjectId]]]:
+    """Extend the leases of the jobs this owner runs.
+
+    Returns (lost, cancel_requested): ids this owner no longer holds, and held ids whose
+    cancellation was requested (their leases are left to run out if the handler hangs).
+    """
     flt = {"_id": {"$in": list(ids)}, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
     update = {
         "$set": {"lastHeartbeat": now, "lockExpiresAt": now + timedelta(seconds=lock_timeout)}
     }
-    result = yield Call("update_many", (flt, update))
+    result = yield Call("update_many", ({**flt, "cancelRequested": {"$ne": True}}, update))
     if result.matched_count == len(ids):
-        return []
-    still: list[dict[str, Any]] = yield Call("find", (flt,), {"projection": {"_id": 1}})
+        return [], []
+    still: list[dict[str, Any]] = yield Call(
+        "find", (flt,), {"projection": {"_id": 1, "cancelRequested": 1}}
+    )
     held = {doc["_id"] for doc in still}
-    return [job_id for job_id in ids if job_id not in held]
+    cancel = [doc["_id"] for doc in still if doc.get("cancelRequested")]
+    return [job_id for job_id in ids if job_id not in held], cancel
 
 
 def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:

@@ -1,0 +1,3 @@
+from monque.cli import main
+
+main()

@@ -1,0 +1,345 @@
+"""Management operations: find, page, cancel, retry, reschedule, delete, count.
+
+Each is an ``Operation`` (see ``storage.calls``) so the engine exposes it with an async and a
+sync face from one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from monque.errors import (
+    InvalidOptionError,
+    JobNotFoundError,
+    JobStateError,
+    UniqueKeyConflictError,
+)
+from monque.job import Job, JobStatus
+from monque.lifecycle import Retention, expiry
+from monque.storage.calls import Call, Operation
+from monque.storage.indexes import ACTIVE
+from monque.storage.jobs import LEASE_FIELDS
+
+__all__ = [
+    "JobPage",
+    "JobSelector",
+    "QueueStats",
+    "cancel_job",
+    "cancel_jobs",
+    "delete_job",
+    "delete_jobs",
+    "get_job",
+    "get_jobs",
+    "get_stats",
+    "parse_id",
+    "reschedule_job",
+    "retry_job",
+    "retry_jobs",
+]
+
+MAX_PAGE = 1000
+
+
+def parse_id(job_id: object) -> ObjectId:
+    if isinstance(job_id, ObjectId):
+        return job_id
+    if isinstance(job_id, str):
+        try:
+            return ObjectId(job_id)
+        except InvalidId:
+            pass
+    raise InvalidOptionError(f"job id must be an ObjectId or its 24-hex string, got {job_id!r}")
+
+
+def _statuses(status: JobStatus | str | Sequence[JobStatus | str] | None) -> list[str] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, (str, JobStatus)) else list(status)
+    try:
+        return [JobStatus(v).value for v in values]
+    except ValueError:
+        raise InvalidOptionError(
+            f"unknown status in {values!r}; use {', '.join(s.value for s in JobStatus)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class JobSelector:
+    """Which jobs a bulk action touches: all given criteria must hold."""
+
+    name: str | None = None
+    status: JobStatus | str | Sequence[JobStatus | str] | None = None
+    older_than: datetime | timedelta | None = None  # created before (a time, or an age)
+    newer_than: datetime | timedelta | None = None
+
+    def to_filter(self, now: datetime) -> dict[str, Any]:
+        flt: dict[str, Any] = {}
+        if self.name is not None:
+            flt["name"] = self.name
+        statuses = _statuses(self.status)
+        if statuses is not None:
+            flt["status"] = {"$in": statuses}
+        created: dict[str, datetime] = {}
+        if self.older_than is not None:
+            created["$lt"] = _instant(self.older_than, now)
+        if self.newer_than is not None:
+            created["$gt"] = _instant(self.newer_than, now)
+        if created:
+            flt["createdAt"] = created
+        return flt
+
+
+def _instant(value: datetime | timedelta, now: datetime) -> datetime:
+    if isinstance(value, timedelta):
+        return now - value
+    if value.tzinfo is None:
+        raise InvalidOptionError("selector datetimes must be timezone-aware")
+    return value
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ``get_jobs``; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    jobs: list[Job[Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts per status and real durations (seconds) of finished runs."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    avg_wait: float | None = None  # createdAt -> startedAt
+    avg_run: float | None = None  # startedAt -> completedAt
+
+    def count(self, status: JobStatus | str) -> int:
+        return self.counts.get(JobStatus(status).value, 0)
+
+
+def get_job(job_id: ObjectId) -> Operation[Job[Any] | None]:
+    doc = yield Call("find_one", ({"_id": job_id},))
+    return Job.from_document(doc) if doc is not None else None
+
+
+def get_jobs(
+    *,
+    name: str | None,
+    status: Any,
+    limit: int,
+    cursor: str | None,
+    now: datetime,
+) -> Operation[JobPage]:
+    """Newest first, paged by ``_id`` (immutable), so changes under a reader never skip rows."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidOptionError(f"limit must be an int from 1 to {MAX_PAGE}")
+    flt = JobSelector(name=name, status=status).to_filter(now)
+    if cursor is not None:
+        flt["_id"] = {"$lt": parse_id(cursor)}
+    docs = yield Call("find", (flt,), {"sort": [("_id", -1)], "limit": limit + 1})
+    jobs = [Job.from_document(d) for d in docs[:limit]]
+    more = len(docs) > limit
+    return JobPage(jobs, str(jobs[-1].id) if more and jobs else None)
+
+
+def _state_error(job_id: ObjectId, status: str, action: str) -> JobStateError:
+    return JobStateError(f"cannot {action} job {job_id}: it is {status}", job_id, status, action)
+
+
+def _cancelled_fields(now: datetime, retention: Retention) -> dict[str, Any]:
+    return {
+        "status": JobStatus.CANCELLED.value,
+        "updatedAt": now,
+        "cancelledAt": now,
+        **expiry(JobStatus.CANCELLED.value, now, retention),
+    }
+
+
+def cancel_job(
+    job_id: ObjectId, now: datetime, retention: Retention = None
+) -> Operation[tuple[Job[Any], bool]]:
+    """Pending: cancelled now. Processing: cancellation is requested from its worker.
+
+    Returns (job, immediate): ``immediate`` False means the running handler is being stopped.
+    """
+    doc = yield Call(
+        "find_one_and_update",
+        (
+            {"_id": job_id, "status": JobStatus.PENDING.value},
+            {"$set": _cancelled_fields(now, retention)},
+        ),
+        {"return_document": ReturnDocument.AFTER},
+    )
+    if doc is not None:
+        return Job.from_document(doc), True
+    doc = yield Call(
+        "find_one_and_update",
+        (
+            {"_id": job_id, "status": JobStatus.PROCESSING.value},
+            {"$set": {"cancelRequested": True, "updatedAt": now}},
+        ),
+        {"return_document": ReturnDocument.AFTER},
+    )
+    if doc is not None:
+        return Job.from_document(doc), False
+    current = yield Call("find_one", ({"_id": job_id},))
+    if current is None:
+        raise JobNotFoundError(f"no job {job_id}", job_id)
+    raise _state_error(job_id, current.get("status"), "cancel")
+
+
+def retry_job(job_id: ObjectId, now: datetime) -> Operation[Job[Any]]:
+    """A failed or cancelled job runs again now, with a fresh attempt budget."""
+    try:
+        doc = yield Call(
+            "find_one_and_update",
+            (
+                {
+                    "_id": job_id,
+                    "status": {"$in": [JobStatus.FAILED.value, JobStatus.CANCELLED.value]},
+                },
+                _retry_update(now),
+            ),
+            {"return_document": ReturnDocument.AFTER},
+        )
+    except DuplicateKeyError:
+        current = yield Call("find_one", ({"_id": job_id},))
+        key = (current or {}).get("uniqueKey")
+        holder = yield Call(
+            "find_one",
+            ({"name": (current or {}).get("name"), "uniqueKey": key, "status": {"$in": ACTIVE}},),
+        )
+        raise UniqueKeyConflictError(
+            f"cannot retry job {job_id}: its unique key {key!r} is held by "
+            f"{(holder or {}).get('status', 'another')} job {(holder or {}).get('_id')}",
+            job_id,
+            (holder or {}).get("_id"),
+        ) from None
+    if doc is not None:
+        return Job.from_document(doc)
+    current = yield Call("find_one", ({"_id": job_id},))
+    if current is None:
+        raise JobNotFoundError(f"no job {job_id}", job_id)
+    raise _state_error(job_id, current.get("status"), "retry")
+
+
+def _retry_update(now: datetime) -> dict[str, Any]:
+    return {
+        "$set": {
+            "status": JobStatus.PENDING.value,
+            "nextRunAt": now,
+            "failCount": 0,
+            "updatedAt": now,
+        },
+        "$unset": {**LEASE_FIELDS, "expireAt": "", "cancelRequested": "", "cancelledAt": ""},
+    }
+
+
+def reschedule_job(job_id: ObjectId, run_at: datetime, now: datetime) -> Operation[Job[Any]]:
+    doc = yield Call(
+        "find_one_and_update",
+        (
+            {"_id": job_id, "status": JobStatus.PENDING.value},
+            {"$set": {"nextRunAt": run_at, "updatedAt": now}},
+        ),
+        {"return_document": ReturnDocument.AFTER},
+    )
+    if doc is not None:
+        return Job.from_document(doc)
+    current = yield Call("find_one", ({"_id": job_id},))
+    if current is None:
+        raise JobNotFoundError(f"no job {job_id}", job_id)
+    raise _state_error(job_id, current.get("status"), "reschedule")
+
+
+def delete_job(job_id: ObjectId) -> Operation[Job[Any]]:
+    """Delete a job that is not running (cancel a running one first)."""
+    doc = yield Call(
+        "find_one_and_delete", ({"_id": job_id, "status": {"$ne": JobStatus.PROCESSING.value}},)
+    )
+    if doc is not None:
+        return Job.from_document(doc)
+    current = yield Call("find_one", ({"_id": job_id},))
+    if current is None:
+        raise JobNotFoundError(f"no job {job_id}", job_id)
+    raise _state_error(job_id, current.get("status"), "delete")
+
+
+def cancel_jobs(
+    selector: JobSelector, now: datetime, retention: Retention = None
+) -> Operation[int]:
+    """Cancel the selected pending jobs (running ones are left to ``cancel_job``)."""
+    flt = selector.to_filter(now)
+    flt["status"] = JobStatus.PENDING.value if _allows(flt, JobStatus.PENDING) else {"$in": []}
+    result = yield Call(
+        "update_many",
+        (
+            flt,
+            {"$set": {"status": JobStatus.CANCELLED.value, "updatedAt": now, "cancelledAt": now}},
+        ),
+    )
+    return int(result.modified_count)
+
+
+def retry_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
+    """Retry the selected failed/cancelled jobs; ones whose unique key is taken are skipped."""
+    flt = selector.to_filter(now)
+    wanted = [s for s in (JobStatus.FAILED, JobStatus.CANCELLED) if _allows(flt, s)]
+    flt["status"] = {"$in": [s.value for s in wanted]}
+    docs = yield Call("find", (flt,), {"projection": {"_id": 1}})
+    retried = 0
+    for doc in docs:
+        try:
+            yield from retry_job(doc["_id"], now)
+            retried += 1
+        except (UniqueKeyConflictError, JobStateError):
+            continue
+    return retried
+
+
+def delete_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
+    flt = selector.to_filter(now)
+    allowed = [s.value for s in JobStatus if s is not JobStatus.PROCESSING and _allows(flt, s)]
+    flt["status"] = {"$in": allowed}
+    result = yield Call("delete_many", (flt,))
+    return int(result.deleted_count)
+
+
+def _allows(flt: dict[str, Any], status: JobStatus) -> bool:
+    wanted = flt.get("status")
+    return wanted is None or status.value in wanted.get("$in", [])
+
+
+def get_stats(name: str | None) -> Operation[QueueStats]:
+    match: dict[str, Any] = {"name": name} if name is not None else {}
+    pipeline = [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": "$status",
+                "count": {"$sum": 1},
+                "wait": {"$avg": {"$subtract": ["$startedAt", "$createdAt"]}},
+                "run": {"$avg": {"$subtract": ["$completedAt", "$startedAt"]}},
+            }
+        },
+    ]
+    rows = yield Call("aggregate_list", (pipeline,))
+    counts = {row["_id"]: int(row["count"]) for row in rows if isinstance(row["_id"], str)}
+    finished = [r for r in rows if r["_id"] == JobStatus.COMPLETED.value]
+    wait = finished[0]["wait"] if finished else None
+    run = finished[0]["run"] if finished else None
+    return QueueStats(
+        counts=counts,
+        total=sum(counts.values()),
+        avg_wait=wait / 1000 if wait is not None else None,
+        avg_run=run / 1000 if run is not None else None,
+    )
