@@ -311,8 +311,11 @@ class Monque(EventEmitter):
         except PyMongoError as exc:
             raise ConnectionError(f"storing the job failed: {exc}") from exc
         job = Job.from_document(doc, created=created)
-        if created and self._processor is not None and job.next_run_at <= utcnow():
-            self._processor.wake()
+        if created and self._processor is not None:
+            if job.next_run_at <= utcnow():
+                self._processor.wake()
+            else:
+                self._processor.wake_at(job.next_run_at)
         return job
 
     async def _store_many(

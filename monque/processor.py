@@ -86,6 +86,13 @@ class Processor:
         """Look for work now instead of at the next poll (a job became due, a slot freed)."""
         self._wake.set()
 
+    def wake_at(self, when: datetime) -> None:
+        """Look for work when a job this instance just stored becomes due (before the poll)."""
+        delay = (when - self._clock()).total_seconds()
+        if self.started and 0 < delay < self._options.poll_interval:
+            # A few ms late rather than early: the claim compares with the wall clock.
+            asyncio.get_running_loop().call_later(delay + 0.005, self._wake.set)
+
     async def start(self) -> None:
         if self.started:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -319,3 +320,19 @@ async def test_a_job_taken_over_by_another_owner_is_not_overwritten(
     doc = mongo_db.monque_jobs.find_one({"_id": job.id})
     assert doc is not None and doc["status"] == "processing" and doc["claimedBy"] == "someone-else"
     assert not events.of(Events.JOB_COMPLETE)
+
+
+async def test_a_delayed_job_stored_here_starts_on_time_between_polls(
+    make_monque: MakeMonque,
+) -> None:
+    monque = make_monque(poll_interval=5)
+    started: list[float] = []
+
+    @monque.worker("soon")
+    async def soon(job: Job[Any]) -> None:
+        started.append(time.time())
+
+    await monque.start()
+    job = await monque.enqueue("soon", delay=0.3)
+    await eventually(lambda: started, timeout=4, message="started before the next 5 s poll")
+    assert started[0] >= job.next_run_at.timestamp() - 0.01
