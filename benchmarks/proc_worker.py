@@ -8,29 +8,34 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pymongo import MongoClient, ReturnDocument
+from pymongo.collection import Collection
 
 from monque import Job, Monque
+
+
+def floor_step(coll: Collection[dict[str, Any]]) -> bool:
+    """One job of the bare floor loop: claim with find_one_and_update, complete with update_one."""
+    now = datetime.now(timezone.utc)
+    doc = coll.find_one_and_update(
+        {"name": "bench", "status": "pending", "nextRunAt": {"$lte": now}},
+        {"$set": {"status": "processing", "lockedAt": now}},
+        sort=[("priority", -1), ("nextRunAt", 1)],
+        return_document=ReturnDocument.AFTER,
+    )
+    if doc is None:
+        return False
+    coll.update_one({"_id": doc["_id"], "status": "processing"}, {"$set": {"status": "completed"}})
+    return True
 
 
 def floor(uri: str, db_name: str) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(uri)
     coll = client[db_name].monque_jobs
     while True:
-        now = datetime.now(timezone.utc)
-        doc = coll.find_one_and_update(
-            {"name": "bench", "status": "pending", "nextRunAt": {"$lte": now}},
-            {"$set": {"status": "processing", "lockedAt": now}},
-            sort=[("priority", -1), ("nextRunAt", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
+        if not floor_step(coll):
             if coll.count_documents({"status": "pending"}) == 0:
                 return
             time.sleep(0.01)
-            continue
-        coll.update_one(
-            {"_id": doc["_id"], "status": "processing"}, {"$set": {"status": "completed"}}
-        )
 
 
 def engine(uri: str, db_name: str, kind: str) -> None:

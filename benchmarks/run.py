@@ -24,9 +24,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient
 
 from benchmarks.counting import CommandCounter
+from benchmarks.proc_worker import floor_step
 from monque import Events, Job, Monque
 from monque.lifecycle import new_document
 from monque.storage.indexes import INDEXES
@@ -74,18 +75,7 @@ class Bench:
         self.counter.reset()
         cpu, start = time.process_time(), time.perf_counter()
         done = 0
-        while True:
-            doc = db.monque_jobs.find_one_and_update(
-                {"name": "bench", "status": "pending", "nextRunAt": {"$lte": now()}},
-                {"$set": {"status": "processing", "lockedAt": now()}},
-                sort=[("priority", -1), ("nextRunAt", 1)],
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:
-                break
-            db.monque_jobs.update_one(
-                {"_id": doc["_id"], "status": "processing"}, {"$set": {"status": "completed"}}
-            )
+        while floor_step(db.monque_jobs):
             done += 1
         return self._figures(done, start, cpu)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -151,8 +151,13 @@ def get_jobs(
     return JobPage(jobs, str(jobs[-1].id) if more and jobs else None)
 
 
-def _state_error(job_id: ObjectId, status: str, action: str) -> JobStateError:
-    return JobStateError(f"cannot {action} job {job_id}: it is {status}", job_id, status, action)
+def _refuse(job_id: ObjectId, action: str) -> Operation[NoReturn]:
+    """Explain why ``action`` matched nothing: the job is unknown, or in the wrong status."""
+    current = yield Call("find_one", ({"_id": job_id},))
+    if current is None:
+        raise JobNotFoundError(f"no job {job_id}", job_id)
+    status = current.get("status")
+    raise JobStateError(f"cannot {action} job {job_id}: it is {status}", job_id, status, action)
 
 
 def _cancelled_fields(now: datetime, retention: Retention) -> dict[str, Any]:
@@ -191,10 +196,7 @@ def cancel_job(
     )
     if doc is not None:
         return Job.from_document(doc), False
-    current = yield Call("find_one", ({"_id": job_id},))
-    if current is None:
-        raise JobNotFoundError(f"no job {job_id}", job_id)
-    raise _state_error(job_id, current.get("status"), "cancel")
+    return (yield from _refuse(job_id, "cancel"))
 
 
 def retry_job(job_id: ObjectId, now: datetime) -> Operation[Job[Any]]:
@@ -226,10 +228,7 @@ def retry_job(job_id: ObjectId, now: datetime) -> Operation[Job[Any]]:
         ) from None
     if doc is not None:
         return Job.from_document(doc)
-    current = yield Call("find_one", ({"_id": job_id},))
-    if current is None:
-        raise JobNotFoundError(f"no job {job_id}", job_id)
-    raise _state_error(job_id, current.get("status"), "retry")
+    return (yield from _refuse(job_id, "retry"))
 
 
 def _retry_update(now: datetime) -> dict[str, Any]:
@@ -255,10 +254,7 @@ def reschedule_job(job_id: ObjectId, run_at: datetime, now: datetime) -> Operati
     )
     if doc is not None:
         return Job.from_document(doc)
-    current = yield Call("find_one", ({"_id": job_id},))
-    if current is None:
-        raise JobNotFoundError(f"no job {job_id}", job_id)
-    raise _state_error(job_id, current.get("status"), "reschedule")
+    return (yield from _refuse(job_id, "reschedule"))
 
 
 def delete_job(job_id: ObjectId) -> Operation[Job[Any]]:
@@ -268,10 +264,7 @@ def delete_job(job_id: ObjectId) -> Operation[Job[Any]]:
     )
     if doc is not None:
         return Job.from_document(doc)
-    current = yield Call("find_one", ({"_id": job_id},))
-    if current is None:
-        raise JobNotFoundError(f"no job {job_id}", job_id)
-    raise _state_error(job_id, current.get("status"), "delete")
+    return (yield from _refuse(job_id, "delete"))
 
 
 def cancel_jobs(

@@ -78,6 +78,15 @@ def build_engine(
     return monque, specs, resolvers
 
 
+def _schedules(specs: list[JobSpec]) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """The ``schedule()`` calls the ``@Job(schedule=...)`` classes ask for."""
+    return [
+        (s.schedule, s.name, s.data, {"unique_key": s.unique_key, "timezone": s.timezone})
+        for s in specs
+        if s.schedule is not None
+    ]
+
+
 async def engine_resource(
     connection: object,
     config: Mapping[str, Any] | None = None,
@@ -87,19 +96,12 @@ async def engine_resource(
     """Initialize (indexes, schedules), start unless producer-only; stop on shutdown."""
     monque, specs, resolvers = build_engine(connection, config, jobs, app)
     producer_only = _flag(config, "producer_only")
-    for spec, resolve in zip(specs, resolvers, strict=True):
-        if not producer_only:
+    if not producer_only:
+        for spec, resolve in zip(specs, resolvers, strict=True):
             await check_resolvable(spec, resolve)
     await monque.initialize()
-    for spec in specs:
-        if spec.schedule is not None:
-            await monque.schedule(
-                spec.schedule,
-                spec.name,
-                spec.data,
-                unique_key=spec.unique_key,
-                timezone=spec.timezone,
-            )
+    for cron, name, data, options in _schedules(specs):
+        await monque.schedule(cron, name, data, **options)
     if not producer_only:
         await monque.start()
     try:
@@ -117,19 +119,12 @@ def engine_resource_sync(
     """The same for apps without an event loop; a worker runs on a background thread."""
     monque, specs, resolvers = build_engine(connection, config, jobs, app)
     producer_only = _flag(config, "producer_only")
-    for spec, resolve in zip(specs, resolvers, strict=True):
-        if not producer_only:
+    if not producer_only:
+        for spec, resolve in zip(specs, resolvers, strict=True):
             check_resolvable_sync(spec, resolve)
     monque.initialize_sync()
-    for spec in specs:
-        if spec.schedule is not None:
-            monque.schedule_sync(
-                spec.schedule,
-                spec.name,
-                spec.data,
-                unique_key=spec.unique_key,
-                timezone=spec.timezone,
-            )
+    for cron, name, data, options in _schedules(specs):
+        monque.schedule_sync(cron, name, data, **options)
     thread: threading.Thread | None = None
     if not producer_only:
         started = threading.Event()

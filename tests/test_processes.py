@@ -27,7 +27,7 @@ from tests.helpers import Recorder, eventually
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-LEASE = 5.0
+LEASE = 8.0
 SWEEP = 0.5
 PROC_OPTIONS = {
     "poll_interval": 0.05,
