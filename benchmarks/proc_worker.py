@@ -38,8 +38,8 @@ def floor(uri: str, db_name: str) -> None:
             time.sleep(0.01)
 
 
-def engine(uri: str, db_name: str, kind: str) -> None:
-    monque = Monque(MongoClient(uri), database=db_name, poll_interval=0.05, worker_concurrency=1)
+def register_noop(monque: Monque, kind: str) -> None:
+    """The no-op ``bench`` handler, ``async def`` or plain ``def``."""
     if kind == "async":
 
         async def handler(job: Job[Any]) -> None:
@@ -48,6 +48,11 @@ def engine(uri: str, db_name: str, kind: str) -> None:
         monque.worker("bench", handler)
     else:
         monque.worker("bench", lambda job: None)
+
+
+def engine(uri: str, db_name: str, kind: str) -> None:
+    monque = Monque(MongoClient(uri), database=db_name, poll_interval=0.05, worker_concurrency=1)
+    register_noop(monque, kind)
     monque.run_sync()
 
 

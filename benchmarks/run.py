@@ -27,7 +27,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from benchmarks.counting import CommandCounter
-from benchmarks.proc_worker import floor_step
+from benchmarks.proc_worker import floor_step, register_noop
 from monque import Events, Job, Monque
 from monque.lifecycle import new_document
 from monque.storage.indexes import INDEXES
@@ -95,14 +95,7 @@ class Bench:
                     finished.set()
 
             monque.on(Events.JOB_COMPLETE, complete)
-            if kind == "async":
-
-                async def handler(job: Job[Any]) -> None:
-                    return None
-
-                monque.worker("bench", handler)
-            else:
-                monque.worker("bench", lambda job: None)
+            register_noop(monque, kind)
             await monque.initialize()
             self.counter.reset()
             cpu, start = time.process_time(), time.perf_counter()
