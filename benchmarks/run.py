@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from monque.testing import EmbeddedMongo
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
+STREAM_COMMANDS = ("getMore", "aggregate", "killCursors")
 
 
 def now() -> datetime:
@@ -111,12 +113,16 @@ class Bench:
         elapsed = time.perf_counter() - start
         cpu_used = time.process_time() - cpu
         commands = self.counter.reset()
+        # Change-stream traffic is counted apart: the embedded server answers a getMore after
+        # every write to the collection, even filtered ones (see benchmarks/README.md).
+        stream = {k: commands.pop(k) for k in STREAM_COMMANDS if k in commands}
         total = sum(commands.values())
         return {
             "jobs": done,
             "jobs_per_s": round(done / elapsed, 1),
             "commands_per_job": round(total / done, 2),
             "commands_by_name": {k: round(v / done, 3) for k, v in sorted(commands.items())},
+            "stream_commands_per_job": round(sum(stream.values()) / done, 2),
             "cpu_ms_per_job": round(cpu_used / done * 1000, 3),
         }
 
@@ -148,13 +154,19 @@ class Bench:
 
     # -- latency ----------------------------------------------------------------------------
 
-    def latency(self, samples: int, delay: float | None) -> dict[str, Any]:
+    def latency(self, samples: int, delay: float | None, other: bool) -> dict[str, Any]:
+        """Enqueue to handler start; ``other``: the producer is another instance (its own
+        client), so only the change stream can wake the worker before its next poll."""
         db = self.db("bench_latency")
+        producer_client: MongoClient[dict[str, Any]] = MongoClient(self.uri)
 
         async def main() -> dict[str, Any]:
             monque = Monque(db, poll_interval=1.0)
+            producer = Monque(producer_client[db.name]) if other else monque
             started: dict[Any, float] = {}
             arrived = asyncio.Event()
+            opened = asyncio.Event()
+            monque.on(Events.CHANGE_STREAM_OPEN, opened.set)
 
             async def handler(job: Job[Any]) -> None:
                 started[job.id] = time.time()
@@ -162,11 +174,12 @@ class Bench:
 
             monque.worker("probe", handler)
             await monque.start()
+            await asyncio.wait_for(opened.wait(), 10)
             gaps = []
             for _ in range(samples):
                 arrived.clear()
                 at = time.time()
-                job = await monque.enqueue("probe", delay=delay)
+                job = await asyncio.to_thread(producer.enqueue_sync, "probe", delay=delay)
                 await asyncio.wait_for(arrived.wait(), 30)
                 reference = job.next_run_at.timestamp() if delay else at
                 gaps.append((started[job.id] - reference) * 1000)
@@ -174,11 +187,15 @@ class Bench:
             await monque.stop()
             return {
                 "samples": samples,
+                "producer": "another instance" if other else "same instance",
                 "p50_ms": round(percentile(gaps, 50), 1),
                 "p99_ms": round(percentile(gaps, 99), 1),
             }
 
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        finally:
+            producer_client.close()
 
     def idle(self, seconds: float) -> dict[str, Any]:
         db = self.db("bench_idle")
@@ -187,7 +204,12 @@ class Bench:
             monque = Monque(db)
             for i in range(10):
                 monque.worker(f"idle-{i}", lambda job: None)
+            opened = asyncio.Event()
+            monque.on(Events.CHANGE_STREAM_OPEN, opened.set)
             await monque.start()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(opened.wait(), 10)
+            streaming = opened.is_set()
             await asyncio.sleep(2)  # past start-up (indexes, registration)
             self.counter.reset()
             await asyncio.sleep(seconds)
@@ -197,6 +219,7 @@ class Bench:
             return {
                 "workers": 10,
                 "seconds": seconds,
+                "change_stream": streaming,
                 "commands_per_min": round(total * 60 / seconds, 1),
                 "by_name": dict(commands),
             }
@@ -305,9 +328,10 @@ def main() -> None:
             ("sync", lambda: bench.engine("sync")),
             ("floor_4_procs", lambda: bench.processes("floor")),
             ("async_4_procs", lambda: bench.processes("async")),
-            ("pickup", lambda: bench.latency(5 if args.quick else 40, None)),
-            ("lateness", lambda: bench.latency(5 if args.quick else 30, 0.5)),
-            ("idle", lambda: bench.idle(5 if args.quick else 30)),
+            ("pickup", lambda: bench.latency(5 if args.quick else 40, None, other=True)),
+            ("pickup_same", lambda: bench.latency(5 if args.quick else 40, None, other=False)),
+            ("lateness", lambda: bench.latency(5 if args.quick else 30, 0.5, other=True)),
+            ("idle", lambda: bench.idle(5 if args.quick else 60)),
             ("enqueue", lambda: bench.enqueue(200 if args.quick else 1000)),
             ("memory", lambda: bench.memory(args.memory_jobs)),
         ]
@@ -341,14 +365,20 @@ def print_table(report: dict[str, Any]) -> None:
     for key in ("floor_4_procs", "async_4_procs"):
         print(f"{key:<22}{r[key]['jobs_per_s']:>10}")
     print(f"\ncommands per job (async): {r['async']['commands_by_name']}")
+    print(f"change-stream commands per job (async), apart: {r['async']['stream_commands_per_job']}")
+    for key, label in (("pickup", "pickup latency"), ("pickup_same", "pickup latency")):
+        print(
+            f"{label} (idle worker, producer: {r[key]['producer']}): "
+            f"p50 {r[key]['p50_ms']} ms, p99 {r[key]['p99_ms']} ms"
+        )
     print(
-        f"pickup latency (idle worker): p50 {r['pickup']['p50_ms']} ms, "
-        f"p99 {r['pickup']['p99_ms']} ms"
+        f"delayed-job lateness (producer: {r['lateness']['producer']}): "
+        f"p50 {r['lateness']['p50_ms']} ms, p99 {r['lateness']['p99_ms']} ms"
     )
     print(
-        f"delayed-job lateness: p50 {r['lateness']['p50_ms']} ms, p99 {r['lateness']['p99_ms']} ms"
+        f"idle, 10 workers (change stream: {r['idle']['change_stream']}): "
+        f"{r['idle']['commands_per_min']} commands/min {r['idle']['by_name']}"
     )
-    print(f"idle, 10 workers: {r['idle']['commands_per_min']} commands/min {r['idle']['by_name']}")
     print(f"enqueue: {r['enqueue']['single_per_s']}/s single, {r['enqueue']['bulk_per_s']}/s bulk")
     m = r["memory"]
     print(

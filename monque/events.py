@@ -37,6 +37,8 @@ class Events:
     JOBS_RETRIED: Final = "jobs:retried"  # (count, selector)
     JOBS_DELETED: Final = "jobs:deleted"  # (count, selector)
     WORKER_STARTED: Final = "worker:started"  # (): run()/run_sync() is processing
+    CHANGE_STREAM_OPEN: Final = "changestream:open"  # (): due jobs wake workers at once
+    POLLING_FALLBACK: Final = "polling:fallback"  # (error): stream dropped or unsupported
 
 
 class EventEmitter:

@@ -28,7 +28,12 @@ class MonqueOptions:
 
     Attributes:
         collection: jobs collection name (shared with the TypeScript Monque).
-        poll_interval: how often an idle worker looks for due jobs (1 s).
+        poll_interval: how often an idle worker looks for due jobs without a change stream
+            (1 s).
+        change_streams: wake workers from a change stream on the jobs collection when the
+            server has them (replica sets, sharded clusters); polling otherwise (True).
+        stream_poll_interval: how often a worker still polls while its change stream is
+            healthy, a safety net only (10 s).
         max_retries: attempts before a job becomes ``failed`` (10).
         backoff_base: retry delay unit: ``2**failCount * backoff_base`` (60 s).
         max_backoff: cap on a retry delay (24 h).
@@ -49,6 +54,8 @@ class MonqueOptions:
 
     collection: str = "monque_jobs"
     poll_interval: float = 1.0
+    change_streams: bool = True
+    stream_poll_interval: float = 10.0
     max_retries: int = 10
     backoff_base: float = 60.0
     max_backoff: float = 24 * 3600.0
@@ -82,6 +89,7 @@ class MonqueOptions:
         values = dict(kwargs)
         for name in (
             "poll_interval",
+            "stream_poll_interval",
             "backoff_base",
             "max_backoff",
             "shutdown_timeout",
@@ -110,8 +118,9 @@ class MonqueOptions:
             _check_int(self.max_payload_size, "max_payload_size", 1)
             if self.max_payload_size > _BSON_LIMIT:
                 raise InvalidOptionError(f"max_payload_size cannot exceed {_BSON_LIMIT} bytes")
-        if not isinstance(self.create_indexes, bool):
-            raise InvalidOptionError("create_indexes must be a bool")
+        for flag in ("create_indexes", "change_streams"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidOptionError(f"{flag} must be a bool")
         jitter = self.backoff_jitter
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
             raise InvalidOptionError(f"backoff_jitter must be a number in [0, 1], got {jitter!r}")

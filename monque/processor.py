@@ -1,8 +1,10 @@
-"""The worker side: poll and claim, run handlers, renew leases, sweep expired ones, stop.
+"""The worker side: claim, run handlers, write results, renew leases, sweep expired ones, stop.
 
-One asyncio task polls; each claimed job runs in its own task (sync handlers on a dedicated
-thread pool, never on the event loop); a heartbeat task renews the leases of running jobs and
-a recovery task returns expired leases to pending, counting the lost run as an attempt.
+One asyncio task claims (woken by the change stream, a next-due timer, a freed slot or the
+poll interval); each claimed job runs in its own task (sync handlers on a dedicated thread
+pool, never on the event loop); finished jobs' results are written in batches; a heartbeat
+task renews the leases of running jobs and a recovery task returns expired leases to pending,
+counting the lost run as an attempt.
 """
 
 from __future__ import annotations
@@ -36,15 +38,18 @@ from monque.options import MonqueOptions
 from monque.storage import instances
 from monque.storage import jobs as ops
 from monque.storage.calls import JobCollection
+from monque.wakeups import ChangeWatcher, DueTimer
 from monque.worker import WorkerDefinition, WorkerRegistry
+from monque.writer import TransitionWriter
 
 __all__ = ["Processor"]
 
 log = logging.getLogger("monque.processor")
 
 _RECOVERY_BATCH = 100
+_CLAIM_BATCH = 100
+_CLAIM_RACES = 5
 _MAX_ERROR_BACKOFF = 30.0
-_WRITE_RETRY_CAP = 5.0
 
 
 @dataclass
@@ -76,6 +81,9 @@ class Processor:
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
+        self._writer: TransitionWriter | None = None
+        self._watcher: ChangeWatcher | None = None
+        self._timer: DueTimer | None = None
         self.started = False
 
     @property
@@ -88,10 +96,13 @@ class Processor:
 
     def wake_at(self, when: datetime) -> None:
         """Look for work when a job this instance just stored becomes due (before the poll)."""
-        delay = (when - self._clock()).total_seconds()
-        if self.started and 0 < delay < self._options.poll_interval:
-            # A few ms late rather than early: the claim compares with the wall clock.
-            asyncio.get_running_loop().call_later(delay + 0.005, self._wake.set)
+        if self.started and self._timer is not None:
+            self._timer.arm(when)
+
+    @property
+    def streaming(self) -> bool:
+        """True while a healthy change stream wakes this worker."""
+        return self._watcher is not None and self._watcher.healthy
 
     async def start(self) -> None:
         if self.started:
@@ -109,8 +120,11 @@ class Processor:
         self._stop_event.clear()
         size = self._options.instance_concurrency or max(self._registry.total_concurrency, 1)
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="monque-handler")
+        self._writer = TransitionWriter(self._coll, owner, self._write_failed)
+        self._timer = DueTimer(self._wake.set, self._clock)
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name="monque-poll"),
+            asyncio.create_task(self._writer.run(), name="monque-writer"),
             asyncio.create_task(
                 self._every(self._options.heartbeat_interval, self._heartbeat),
                 name="monque-heartbeat",
@@ -119,6 +133,14 @@ class Processor:
                 self._every(self._options.recovery_interval, self._recover), name="monque-recovery"
             ),
         ]
+        if self._options.change_streams:
+            self._watcher = ChangeWatcher(
+                self._coll,
+                self._on_change,
+                self._on_stream_state,
+                self._options.stream_poll_interval,
+            )
+            self._tasks.append(asyncio.create_task(self._watcher.run(), name="monque-stream"))
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming now; wait up to ``timeout`` for running jobs, then hand them back."""
@@ -137,6 +159,9 @@ class Processor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._timer is not None:
+            self._timer.cancel()
+        self._watcher = None
         if self._executor is not None:
             # Threads of timed-out sync handlers cannot be interrupted; don't wait for them.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -177,25 +202,68 @@ class Processor:
                     self._options.poll_interval * 2 ** min(failures, 10), _MAX_ERROR_BACKOFF
                 )
                 await _wait(self._stop_event, delay)
+            elif self.streaming:
+                await _wait(self._wake, self._options.stream_poll_interval)
             else:
                 await _wait(self._wake, self._options.poll_interval)
 
     async def _fill_slots(self) -> None:
+        """Claim for every free slot; when due jobs run out, arm the timer for the next one."""
         cap = self._options.instance_concurrency
+        races = 0
         while not self._stop_event.is_set():
-            if cap is not None and len(self._running) >= cap:
+            limit = _CLAIM_BATCH if cap is None else min(cap - len(self._running), _CLAIM_BATCH)
+            slots = self._registry.free_slots()
+            if not slots or limit < 1:
                 return
-            names = self._registry.claimable()
-            if not names:
-                return
-            doc = await self._coll.run(
-                ops.claim(
-                    names, self._options.instance_id, self._clock(), self._options.lock_timeout
+            docs, exhausted = await self._coll.run(
+                ops.claim_batch(
+                    slots,
+                    limit,
+                    self._options.instance_id,
+                    self._clock(),
+                    self._options.lock_timeout,
                 )
             )
-            if doc is None:
+            for doc in docs:
+                await self._launch(doc)
+            if exhausted:
+                await self._arm_next_due(list(slots))
                 return
-            await self._launch(doc)
+            # Nothing taken but more was due: other workers won those jobs; read again.
+            races = 0 if docs else races + 1
+            if races > _CLAIM_RACES:
+                return
+
+    async def _arm_next_due(self, names: list[str]) -> None:
+        # Only with a change stream: it reports every job stored later, so one read after
+        # each poll keeps the timer right. Polling alone finds delayed jobs by polling.
+        if self.streaming and self._timer is not None:
+            due = await self._coll.run(ops.next_due(names))
+            if due is not None:
+                self._timer.arm(due)
+
+    def _on_change(self, name: str | None, due: datetime | None) -> None:
+        if self._stop_event.is_set() or self._timer is None:
+            return
+        if name is not None and name not in self._registry:
+            return
+        if due is None:
+            self._wake.set()
+        else:
+            self._timer.arm(due)
+
+    def _on_stream_state(self, healthy: bool, error: BaseException | None) -> None:
+        if healthy:
+            self._events.emit(Events.CHANGE_STREAM_OPEN)
+            self._wake.set()  # anything stored while the stream was down
+        else:
+            log.info(
+                "change stream unavailable, polling every %ss: %s",
+                self._options.poll_interval,
+                error,
+            )
+            self._events.emit(Events.POLLING_FALLBACK, error)
 
     async def _launch(self, doc: dict[str, Any]) -> None:
         try:
@@ -324,27 +392,27 @@ class Processor:
             self._events.emit(Events.JOB_PROGRESS, job, value, message)
 
     async def _write(self, job: Job[Any], outcome: Outcome) -> bool:
-        """Apply a transition, retrying through outages; False if the job was lost meanwhile."""
-        attempt = 0
-        while True:
-            try:
-                held = await self._coll.run(
-                    ops.transition(job.id, self._options.instance_id, outcome.update)
-                )
-                break
-            except PyMongoError as exc:
-                attempt += 1
-                self._error(
-                    ConnectionError(f"recording the result of job {job.id} failed: {exc}"), job
-                )
-                if self._is_abandoned(job.id):
-                    return False
-                await asyncio.sleep(min(0.05 * 2**attempt, _WRITE_RETRY_CAP))
+        """Apply a transition (batched with other finished jobs, retried through outages);
+        False if the job was lost meanwhile."""
+        assert self._writer is not None
+        job_id = job.id
+        held = await self._writer.write(
+            job_id, outcome.update, lambda: not self._is_abandoned(job_id)
+        )
         if not held:
-            self._mark_lost(job)
+            if not self._is_abandoned(job_id):
+                self._mark_lost(job)
             return False
         _apply(job, outcome.update)
         return True
+
+    def _write_failed(self, exc: PyMongoError, ids: list[ObjectId]) -> None:
+        for job_id in ids:
+            entry = self._running.get(job_id)
+            self._error(
+                ConnectionError(f"recording the result of job {job_id} failed: {exc}"),
+                entry.job if entry is not None else None,
+            )
 
     # -- leases ---------------------------------------------------------------------------
 

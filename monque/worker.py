@@ -117,6 +117,12 @@ class WorkerRegistry:
         """Names with a free slot, in registration order."""
         return [d.name for d in self._workers.values() if d.has_free_slot]
 
+    def free_slots(self) -> dict[str, int]:
+        """Free slots per name; names without one are left out."""
+        return {
+            d.name: d.concurrency - d.running for d in self._workers.values() if d.has_free_slot
+        }
+
     @property
     def total_concurrency(self) -> int:
         return sum(d.concurrency for d in self._workers.values())

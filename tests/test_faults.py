@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from unittest import mock
 
+import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect
@@ -16,14 +17,22 @@ from tests.conftest import MakeMonque
 from tests.helpers import Recorder
 
 
+@pytest.mark.parametrize(
+    ("concurrency", "command"),
+    [(1, "findAndModify"), (5, "find")],
+    ids=["single-claim", "batch-claim"],
+)
 async def test_claim_errors_are_reported_and_polling_resumes(
-    make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]]
+    make_monque: MakeMonque,
+    mongo_client: MongoClient[dict[str, Any]],
+    concurrency: int,
+    command: str,
 ) -> None:
-    monque = make_monque()
+    monque = make_monque(worker_concurrency=concurrency)
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
     monque.worker("work", lambda job: None)
     await monque.now("work")
-    with fail_command(mongo_client, ["findAndModify"], times=3, error_code=2, error_labels=[]):
+    with fail_command(mongo_client, [command], times=3, error_code=2, error_labels=[]):
         await monque.start()
         await events.wait_for(Events.JOB_ERROR, 3)
     await events.wait_for(Events.JOB_COMPLETE)
@@ -35,7 +44,7 @@ async def test_completion_write_is_retried_not_dropped(
     mongo_client: MongoClient[dict[str, Any]],
     mongo_db: Database[dict[str, Any]],
 ) -> None:
-    monque = make_monque(handle="sync")
+    monque = make_monque(handle="sync", worker_concurrency=1)  # claims are findAndModify
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
     monque.worker("work", lambda job: None)
     job = await monque.now("work")
@@ -51,10 +60,33 @@ async def test_completion_write_is_retried_not_dropped(
     assert errjob is not None and errjob.id == job.id and "recording the result" in str(err)
 
 
+async def test_failed_batch_claim_leaves_nothing_held(
+    make_monque: MakeMonque,
+    mongo_client: MongoClient[dict[str, Any]],
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    """The claiming update_many fails: the error is reported, no job stays processing
+    unheld, and every job still runs exactly once."""
+    monque = make_monque(worker_concurrency=5)
+    events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
+    runs: list[Any] = []
+    monque.worker("work", lambda job: runs.append(job.id))
+    for _ in range(4):
+        await monque.now("work")
+    await monque.jobs.call_count({})  # connection warm before the failpoint
+    with fail_command(mongo_client, ["update"], times=1, error_code=2, error_labels=[]):
+        await monque.start()
+        await events.wait_for(Events.JOB_ERROR)
+    await events.wait_for(Events.JOB_COMPLETE, 4)
+    assert sorted(runs) == sorted(doc["_id"] for doc in mongo_db.monque_jobs.find())
+    assert mongo_db.monque_jobs.count_documents({"status": "completed", "failCount": 0}) == 4
+    assert "claiming jobs failed" in str(events.of(Events.JOB_ERROR)[0][0])
+
+
 async def test_closed_connections_during_claims(
     make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]]
 ) -> None:
-    monque = make_monque()
+    monque = make_monque(worker_concurrency=1)
     events = Recorder().listen(monque, Events.JOB_COMPLETE)
     monque.worker("work", lambda job: None)
     for _ in range(3):
@@ -93,7 +125,11 @@ async def test_failure_write_errors_mocked(make_monque: MakeMonque) -> None:
 async def test_heartbeat_and_recovery_errors_do_not_stop_the_worker(
     make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]]
 ) -> None:
-    monque = make_monque(heartbeat_interval=0.05, recovery_interval=0.05)
+    # One slot (claims are findAndModify) and no change stream (no next-due reads), so the
+    # failing finds are the heartbeat's and the recovery sweep's.
+    monque = make_monque(
+        heartbeat_interval=0.05, recovery_interval=0.05, worker_concurrency=1, change_streams=False
+    )
     events = Recorder().listen(monque, Events.JOB_ERROR)
     monque.worker("work", lambda job: None)
     with fail_command(mongo_client, ["find"], times=2, error_code=2, error_labels=[]):

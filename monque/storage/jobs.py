@@ -6,13 +6,14 @@ a worker that lost a job can never overwrite what the new owner wrote.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from monque.job import JobStatus
 from monque.storage.calls import Call, Operation
@@ -21,15 +22,20 @@ from monque.storage.indexes import ACTIVE
 __all__ = [
     "CLAIM_SORT",
     "LEASE_FIELDS",
+    "apply_transitions",
     "claim",
+    "claim_batch",
     "enqueue_unique",
     "find_expired",
     "insert_job",
     "insert_many",
+    "next_due",
     "owned_filter",
+    "owned_filter_many",
     "recover",
     "release",
     "renew_leases",
+    "to_millis",
     "transition",
     "upsert_schedule",
 ]
@@ -128,42 +134,172 @@ def insert_many(docs: list[dict[str, Any]]) -> Operation[list[tuple[dict[str, An
     return results
 
 
-def claim(
-    names: Sequence[str], owner: str, now: datetime, lock_timeout: float
-) -> Operation[dict[str, Any] | None]:
-    """Atomically take the most urgent due job among ``names``."""
-    flt: dict[str, Any] = {
+def _due(names: Sequence[str], now: datetime) -> dict[str, Any]:
+    return {
         "name": names[0] if len(names) == 1 else {"$in": list(names)},
         "status": JobStatus.PENDING.value,
         "nextRunAt": {"$lte": now},
     }
-    update = {
-        "$set": {
-            "status": JobStatus.PROCESSING.value,
-            "claimedBy": owner,
-            "lockedAt": now,
-            "lastHeartbeat": now,
-            "lockExpiresAt": now + timedelta(seconds=lock_timeout),
-            "startedAt": now,
-            "updatedAt": now,
-        }
+
+
+def _claim_fields(owner: str, now: datetime, lock_timeout: float) -> dict[str, Any]:
+    return {
+        "status": JobStatus.PROCESSING.value,
+        "claimedBy": owner,
+        "lockedAt": now,
+        "lastHeartbeat": now,
+        "lockExpiresAt": now + timedelta(seconds=lock_timeout),
+        "startedAt": now,
+        "updatedAt": now,
     }
+
+
+def to_millis(when: datetime) -> datetime:
+    """``when`` as BSON stores it (millisecond precision), so it can be matched exactly."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
+def claim(
+    names: Sequence[str], owner: str, now: datetime, lock_timeout: float
+) -> Operation[dict[str, Any] | None]:
+    """Atomically take the most urgent due job among ``names``."""
     doc: dict[str, Any] | None = yield Call(
         "find_one_and_update",
-        (flt, update),
+        (_due(names, now), {"$set": _claim_fields(owner, now, lock_timeout)}),
         {"sort": CLAIM_SORT, "return_document": ReturnDocument.AFTER},
     )
     return doc
+
+
+def claim_batch(
+    slots: Mapping[str, int], limit: int, owner: str, now: datetime, lock_timeout: float
+) -> Operation[tuple[list[dict[str, Any]], bool]]:
+    """Take up to ``slots[name]`` due jobs of each name, ``limit`` in all, most urgent first.
+
+    Returns the claimed jobs and whether the due jobs ran out (no need to claim again).
+
+    One free slot: a single ``find_one_and_update``. More: read the most urgent due jobs, then
+    claim exactly those with one ``update_many`` guarded per document on ``updatedAt`` (so a
+    job changed or taken in between is skipped, never run from a stale read) and on
+    ``status``/``nextRunAt``. Only jobs the update really took are returned; none is started
+    before that write is acknowledged.
+    """
+    names = [name for name, free in slots.items() if free > 0]
+    wanted = sum(slots[name] for name in names)
+    if wanted == 0 or limit < 1:
+        return [], False
+    if wanted == 1 or limit == 1:
+        doc = yield from claim(names, owner, now, lock_timeout)
+        return ([], True) if doc is None else ([doc], False)
+    now = to_millis(now)
+    candidates: list[dict[str, Any]] = yield Call(
+        "find", (_due(names, now),), {"sort": CLAIM_SORT, "limit": wanted}
+    )
+    exhausted = len(candidates) < wanted
+    left = {name: slots[name] for name in names}
+    chosen: list[dict[str, Any]] = []
+    for doc in candidates:
+        if len(chosen) < limit and left.get(doc.get("name"), 0) > 0:  # type: ignore[arg-type]
+            left[doc["name"]] -= 1
+            chosen.append(doc)
+    if not chosen:
+        return [], exhausted
+    fields = _claim_fields(owner, now, lock_timeout)
+    guard = {
+        "$or": [{"_id": doc["_id"], "updatedAt": doc.get("updatedAt")} for doc in chosen],
+        "status": JobStatus.PENDING.value,
+        "nextRunAt": {"$lte": now},
+    }
+    ids = [doc["_id"] for doc in chosen]
+    try:
+        result = yield Call("update_many", (guard, {"$set": fields}))
+    except PyMongoError:
+        # Unknown outcome: hand back whatever this batch may hold, then report the error.
+        with contextlib.suppress(PyMongoError):
+            yield Call("update_many", *_release_args(ids, owner, now, {"lockedAt": now}))
+        raise
+    if result.modified_count != len(chosen):
+        held: list[dict[str, Any]] = yield Call(
+            "find",
+            ({**owned_filter_many(ids, owner), "lockedAt": now},),
+            {"projection": {"_id": 1}},
+        )
+        taken = {doc["_id"] for doc in held}
+        chosen = [doc for doc in chosen if doc["_id"] in taken]
+    return [{**doc, **fields} for doc in chosen], exhausted
+
+
+def next_due(names: Sequence[str]) -> Operation[datetime | None]:
+    """When the earliest pending job among ``names`` is due (served by ``monque_next_due``)."""
+    flt = {
+        "name": names[0] if len(names) == 1 else {"$in": list(names)},
+        "status": JobStatus.PENDING.value,
+    }
+    doc: dict[str, Any] | None = yield Call(
+        "find_one",
+        (flt,),
+        {"sort": [("nextRunAt", 1)], "projection": {"_id": 0, "nextRunAt": 1}},
+    )
+    if doc is None or not isinstance(doc.get("nextRunAt"), datetime):
+        return None
+    due: datetime = doc["nextRunAt"]
+    return due if due.tzinfo is not None else due.replace(tzinfo=timezone.utc)
 
 
 def owned_filter(job_id: ObjectId, owner: str) -> dict[str, Any]:
     return {"_id": job_id, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
 
 
+def owned_filter_many(ids: Sequence[ObjectId], owner: str) -> dict[str, Any]:
+    return {"_id": {"$in": list(ids)}, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
+
+
 def transition(job_id: ObjectId, owner: str, update: dict[str, Any]) -> Operation[bool]:
     """Apply an owner-guarded update; False if this owner no longer holds the job."""
     result = yield Call("update_one", (owned_filter(job_id, owner), update))
     return bool(result.matched_count)
+
+
+def apply_transitions(
+    items: Sequence[tuple[ObjectId, dict[str, Any]]], owner: str
+) -> Operation[list[bool]]:
+    """Apply several owner-guarded updates in one unordered ``bulk_write``.
+
+    Returns, per item, whether it was applied. When fewer matched than were sent (a job was
+    lost, or a retried batch was partly applied before), one read settles which: an applied
+    update left its own ``status`` and ``updatedAt`` (each update sets both) on the document.
+    """
+    if len(items) == 1:
+        job_id, update = items[0]
+        applied = yield from transition(job_id, owner, update)
+        return [applied]
+    requests = [UpdateOne(owned_filter(job_id, owner), update) for job_id, update in items]
+    result = yield Call("bulk_write", (requests,), {"ordered": False})
+    if result.matched_count == len(items):
+        return [True] * len(items)
+    docs: list[dict[str, Any]] = yield Call(
+        "find",
+        ({"_id": {"$in": [job_id for job_id, _ in items]}},),
+        {"projection": {"status": 1, "updatedAt": 1}},
+    )
+    found = {doc["_id"]: doc for doc in docs}
+    return [_left_by(found.get(job_id), update) for job_id, update in items]
+
+
+def _left_by(doc: dict[str, Any] | None, update: dict[str, Any]) -> bool:
+    fields = update.get("$set", {})
+    if doc is None or doc.get("status") != fields.get("status"):
+        return False
+    stored, written = doc.get("updatedAt"), fields.get("updatedAt")
+    if not isinstance(stored, datetime) or not isinstance(written, datetime):
+        return False
+    return _utc_millis(stored) == _utc_millis(written)
+
+
+def _utc_millis(when: datetime) -> datetime:
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return to_millis(when)
 
 
 def renew_leases(
@@ -174,7 +310,7 @@ def renew_leases(
     Returns (lost, cancel_requested): ids this owner no longer holds, and held ids whose
     cancellation was requested (their leases are left to run out if the handler hangs).
     """
-    flt = {"_id": {"$in": list(ids)}, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
+    flt = owned_filter_many(ids, owner)
     update = {
         "$set": {"lastHeartbeat": now, "lockExpiresAt": now + timedelta(seconds=lock_timeout)}
     }
@@ -195,14 +331,20 @@ def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:
     return docs
 
 
-def release(ids: Sequence[ObjectId], owner: str, now: datetime) -> Operation[int]:
-    """Hand running jobs back to pending (shutdown): no attempt is counted."""
-    flt = {"_id": {"$in": list(ids)}, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
+def _release_args(
+    ids: Sequence[ObjectId], owner: str, now: datetime, extra: dict[str, Any] | None = None
+) -> tuple[tuple[dict[str, Any], dict[str, Any]]]:
+    flt = {**owned_filter_many(ids, owner), **(extra or {})}
     update = {
         "$set": {"status": JobStatus.PENDING.value, "nextRunAt": now, "updatedAt": now},
         "$unset": LEASE_FIELDS,
     }
-    result = yield Call("update_many", (flt, update))
+    return ((flt, update),)
+
+
+def release(ids: Sequence[ObjectId], owner: str, now: datetime) -> Operation[int]:
+    """Hand running jobs back to pending (shutdown): no attempt is counted."""
+    result = yield Call("update_many", *_release_args(ids, owner, now))
     return int(result.modified_count)
 
 

@@ -1,0 +1,148 @@
+"""Wake-ups across instances: change stream, next-due timer, resume, fallback to polling.
+
+The worker under test polls only every 30 s, so a job that runs within a few seconds was
+started by a wake-up, not by a poll.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from monque import Events, Job, Monque
+from monque.lifecycle import new_document
+from monque.testing import fail_command
+from tests.conftest import MakeMonque
+from tests.helpers import Recorder
+
+SLOW_POLLS = {"poll_interval": 30, "stream_poll_interval": 30}
+
+
+async def started_worker(
+    make_monque: MakeMonque, handle: str, **options: Any
+) -> tuple[Monque, Recorder, dict[str, float]]:
+    monque = make_monque(handle=handle, **{**SLOW_POLLS, **options})
+    events = Recorder().listen(
+        monque,
+        Events.CHANGE_STREAM_OPEN,
+        Events.POLLING_FALLBACK,
+        Events.JOB_COMPLETE,
+        Events.JOB_FAIL,
+    )
+    started: dict[str, float] = {}
+
+    @monque.worker("probe")
+    async def probe(job: Job[Any]) -> None:
+        started[str(job.id)] = time.time()
+        if job.data == "fail-once" and job.fail_count == 0:
+            raise RuntimeError("first attempt fails")
+
+    await monque.start()
+    await events.wait_for(Events.CHANGE_STREAM_OPEN)
+    return monque, events, started
+
+
+async def test_job_enqueued_by_another_instance_starts_at_once(
+    make_monque: MakeMonque, handle: str
+) -> None:
+    _, events, started = await started_worker(make_monque, handle)
+    producer = make_monque()
+    before = time.time()
+    job = await producer.enqueue("probe", "x")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+    assert started[str(job.id)] - before < 5  # the poll would have taken 30 s
+
+
+async def test_delayed_job_from_another_instance_starts_on_time_never_early(
+    make_monque: MakeMonque, handle: str
+) -> None:
+    _, events, started = await started_worker(make_monque, handle)
+    producer = make_monque()
+    job = await producer.enqueue("probe", "later", delay=1.0)
+    await events.wait_for(Events.JOB_COMPLETE, timeout=8)
+    lateness = started[str(job.id)] - job.next_run_at.timestamp()
+    assert 0 <= lateness < 5
+
+
+async def test_job_due_later_stored_before_start_is_timed_from_the_database(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """No change event for it: the next-due read after the first poll arms the timer."""
+    now = datetime.now(timezone.utc)
+    due = now + timedelta(seconds=1.5)
+    mongo_db.monque_jobs.insert_one(new_document("probe", "stored", now=now, run_at=due))
+    _, events, started = await started_worker(make_monque, "async")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=8)
+    (at,) = started.values()
+    assert due.timestamp() <= at < due.timestamp() + 5
+
+
+async def test_retry_after_backoff_is_woken_by_its_own_change(
+    make_monque: MakeMonque, handle: str
+) -> None:
+    _, events, started = await started_worker(make_monque, handle, backoff_base=0.2)
+    producer = make_monque()
+    await producer.enqueue("probe", "fail-once")
+    ((failed, _, will_retry),) = await events.wait_for(Events.JOB_FAIL, timeout=5)
+    assert will_retry
+    await events.wait_for(Events.JOB_COMPLETE, timeout=8)
+    assert started[str(failed.id)] >= failed.next_run_at.timestamp()
+
+
+async def test_dropped_stream_reopens_and_misses_nothing(
+    make_monque: MakeMonque,
+    mongo_client: MongoClient[dict[str, Any]],
+    mongo_db: Database[dict[str, Any]],
+    handle: str,
+) -> None:
+    monque, events, started = await started_worker(make_monque, handle)
+    stored: list[Any] = []
+
+    def store_while_down(error: BaseException) -> None:
+        now = datetime.now(timezone.utc)
+        doc = new_document("probe", "while down", now=now, run_at=now)
+        mongo_db.monque_jobs.insert_one(doc)
+        stored.append(doc["_id"])
+
+    monque.once(Events.POLLING_FALLBACK, store_while_down)
+    # Not resumable (no labels): the driver gives up and the watcher reopens with its token.
+    with fail_command(mongo_client, ["getMore"], times=1, error_code=2, error_labels=[]):
+        producer = make_monque()
+        await producer.enqueue("probe", "wakes the stream into the failpoint")
+        await events.wait_for(Events.POLLING_FALLBACK, timeout=10)
+    await events.wait_for(Events.CHANGE_STREAM_OPEN, 2, timeout=10)
+    await events.wait_for(Events.JOB_COMPLETE, 2, timeout=10)
+    assert str(stored[0]) in started
+    assert all(doc["status"] == "completed" for doc in mongo_db.monque_jobs.find({}, {"status": 1}))
+
+
+async def test_without_change_streams_the_worker_says_so_and_polls(
+    make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]]
+) -> None:
+    """A standalone mongod refuses $changeStream (code 40573): polling, announced once."""
+    monque = make_monque(poll_interval=0.05)
+    events = Recorder().listen(
+        monque, Events.POLLING_FALLBACK, Events.CHANGE_STREAM_OPEN, Events.JOB_COMPLETE
+    )
+    monque.worker("probe", lambda job: None)
+    with fail_command(mongo_client, ["aggregate"], times=1, error_code=40573, error_labels=[]):
+        await monque.start()
+        ((error,),) = await events.wait_for(Events.POLLING_FALLBACK)
+    assert "40573" in str(getattr(error, "code", "")) or "changeStream" in str(error)
+    await make_monque().enqueue("probe")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+    assert not events.of(Events.CHANGE_STREAM_OPEN)
+
+
+async def test_change_streams_off_means_no_stream(make_monque: MakeMonque) -> None:
+    monque = make_monque(change_streams=False)
+    events = Recorder().listen(monque, Events.CHANGE_STREAM_OPEN, Events.JOB_COMPLETE)
+    monque.worker("probe", lambda job: None)
+    await monque.start()
+    await make_monque().enqueue("probe")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+    assert not events.of(Events.CHANGE_STREAM_OPEN)
