@@ -211,8 +211,12 @@ class Processor:
         """Claim for every free slot; when due jobs run out, arm the timer for the next one."""
         cap = self._options.instance_concurrency
         races = 0
+        first = True
         while not self._stop_event.is_set():
             limit = _CLAIM_BATCH if cap is None else min(cap - len(self._running), _CLAIM_BATCH)
+            if first:
+                # One round trip for the job that woke us; a batch only once more are due.
+                limit, first = min(limit, 1), False
             slots = self._registry.free_slots()
             if not slots or limit < 1:
                 return
@@ -240,7 +244,8 @@ class Processor:
         # each poll keeps the timer right. Polling alone finds delayed jobs by polling.
         if self.streaming and self._timer is not None:
             due = await self._coll.run(ops.next_due(names))
-            if due is not None:
+            # A job due already appeared after the claim read: its change event wakes us.
+            if due is not None and due > self._clock():
                 self._timer.arm(due)
 
     def _on_change(self, name: str | None, due: datetime | None) -> None:

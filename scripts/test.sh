@@ -5,4 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
 .venv/bin/python -m coverage erase
 .venv/bin/python -m coverage run -m pytest "$@"
-.venv/bin/python -m coverage report --fail-under=95
+# A standalone mongod cannot exercise the change-stream paths: its CI job lowers the gate.
+.venv/bin/python -m coverage report --fail-under="${MONQUE_COVERAGE_MIN:-95}"

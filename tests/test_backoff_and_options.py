@@ -96,3 +96,15 @@ def test_claim_query_uses_the_index_without_a_sort_stage(
     text = str(plan["queryPlanner"]["winningPlan"])
     assert "IXSCAN" in text and "monque_claim" in text
     assert "'stage': 'SORT'" not in text
+    # The next-due read: the first key of each name's range, merged (SORT_MERGE), no sort.
+    plan = (
+        mongo_db.monque_jobs.find(
+            {"name": {"$in": ["a", "b"]}, "status": "pending", "nextRunAt": {"$type": "date"}}
+        )
+        .sort([("nextRunAt", 1)])
+        .limit(1)
+        .explain()
+    )
+    text = str(plan["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in text and "monque_next_due" in text
+    assert "'stage': 'SORT'" not in text

@@ -187,3 +187,22 @@ async def test_a_burst_costs_well_under_two_commands_per_job(
     per_job = sum(n in {"find", "update", "findAndModify"} for n in listener.names) / 40
     assert per_job < 1.0, listener.names
     assert db.monque_jobs.count_documents({"status": "completed"}) == 40
+
+
+def test_next_due_reads_the_earliest_date_and_skips_malformed_documents(
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    coll = JobCollection(mongo_db, "monque_jobs")
+    assert drive(coll, ops.next_due(["a"])) is None
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    mongo_db.monque_jobs.insert_many(
+        [
+            {"name": "a", "status": "pending", "nextRunAt": None},
+            {"name": "a", "status": "pending", "nextRunAt": "soon"},
+            new_document("a", 1, now=now, run_at=now + timedelta(seconds=30)),
+            new_document("b", 2, now=now, run_at=now + timedelta(seconds=10)),
+            new_document("c", 3, now=now, run_at=now + timedelta(seconds=5)),
+        ]
+    )
+    assert drive(coll, ops.next_due(["a", "b"])) == now + timedelta(seconds=10)
+    assert drive(coll, ops.next_due(["a"])) == now + timedelta(seconds=30)

@@ -1,7 +1,8 @@
 """Wake-ups across instances: change stream, next-due timer, resume, fallback to polling.
 
 The worker under test polls only every 30 s, so a job that runs within a few seconds was
-started by a wake-up, not by a poll.
+started by a wake-up, not by a poll. Skipped where the server has no change streams
+(standalone mongod); the fallback tests run everywhere.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from monque import Events, Job, Monque
 from monque.lifecycle import new_document
@@ -20,6 +23,15 @@ from tests.conftest import MakeMonque
 from tests.helpers import Recorder
 
 SLOW_POLLS = {"poll_interval": 30, "stream_poll_interval": 30}
+
+
+@pytest.fixture
+def change_streams(mongo_db: Database[dict[str, Any]]) -> None:
+    """Skip on a server without change streams (a standalone mongod)."""
+    try:
+        mongo_db.monque_jobs.watch(max_await_time_ms=1).close()
+    except OperationFailure as exc:
+        pytest.skip(f"no change streams on this server: {exc}")
 
 
 async def started_worker(
@@ -46,6 +58,7 @@ async def started_worker(
     return monque, events, started
 
 
+@pytest.mark.usefixtures("change_streams")
 async def test_job_enqueued_by_another_instance_starts_at_once(
     make_monque: MakeMonque, handle: str
 ) -> None:
@@ -57,6 +70,7 @@ async def test_job_enqueued_by_another_instance_starts_at_once(
     assert started[str(job.id)] - before < 5  # the poll would have taken 30 s
 
 
+@pytest.mark.usefixtures("change_streams")
 async def test_delayed_job_from_another_instance_starts_on_time_never_early(
     make_monque: MakeMonque, handle: str
 ) -> None:
@@ -68,6 +82,7 @@ async def test_delayed_job_from_another_instance_starts_on_time_never_early(
     assert 0 <= lateness < 5
 
 
+@pytest.mark.usefixtures("change_streams")
 async def test_job_due_later_stored_before_start_is_timed_from_the_database(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
 ) -> None:
@@ -81,6 +96,7 @@ async def test_job_due_later_stored_before_start_is_timed_from_the_database(
     assert due.timestamp() <= at < due.timestamp() + 5
 
 
+@pytest.mark.usefixtures("change_streams")
 async def test_retry_after_backoff_is_woken_by_its_own_change(
     make_monque: MakeMonque, handle: str
 ) -> None:
@@ -93,6 +109,7 @@ async def test_retry_after_backoff_is_woken_by_its_own_change(
     assert started[str(failed.id)] >= failed.next_run_at.timestamp()
 
 
+@pytest.mark.usefixtures("change_streams")
 async def test_dropped_stream_reopens_and_misses_nothing(
     make_monque: MakeMonque,
     mongo_client: MongoClient[dict[str, Any]],
