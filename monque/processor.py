@@ -49,6 +49,7 @@ log = logging.getLogger("monque.processor")
 _RECOVERY_BATCH = 100
 _CLAIM_BATCH = 100
 _CLAIM_RACES = 5
+_SETTLE_WAIT = 1.0
 _MAX_ERROR_BACKOFF = 30.0
 
 
@@ -84,6 +85,7 @@ class Processor:
         self._writer: TransitionWriter | None = None
         self._watcher: ChangeWatcher | None = None
         self._timer: DueTimer | None = None
+        self._drained = True
         self.started = False
 
     @property
@@ -210,13 +212,18 @@ class Processor:
     async def _fill_slots(self) -> None:
         """Claim for every free slot; when due jobs run out, arm the timer for the next one."""
         cap = self._options.instance_concurrency
+        if self._writer is not None:
+            # Results being written free their slots in a moment: claim for them together
+            # (one batch) rather than for each as it frees (batches of one).
+            await self._writer.settled(_SETTLE_WAIT)
         races = 0
-        first = True
+        # After the queue ran dry, a wake-up is most likely one new job: take it in one
+        # round trip, and batch only once more are due. Under load, batch straight away.
+        single = self._drained
         while not self._stop_event.is_set():
             limit = _CLAIM_BATCH if cap is None else min(cap - len(self._running), _CLAIM_BATCH)
-            if first:
-                # One round trip for the job that woke us; a batch only once more are due.
-                limit, first = min(limit, 1), False
+            if single:
+                limit, single = min(limit, 1), False
             slots = self._registry.free_slots()
             if not slots or limit < 1:
                 return
@@ -231,6 +238,7 @@ class Processor:
             )
             for doc in docs:
                 await self._launch(doc)
+            self._drained = exhausted
             if exhausted:
                 await self._arm_next_due(list(slots))
                 return

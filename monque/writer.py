@@ -7,6 +7,7 @@ one round trip per batch instead of one per job, each update still owner-guarded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,8 @@ class TransitionWriter:
         self._on_error = on_error
         self._queue: list[_Pending] = []
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.batches = 0
 
     async def write(
@@ -58,6 +61,7 @@ class TransitionWriter:
     ) -> bool:
         item = _Pending(job_id, update, wanted)
         self._queue.append(item)
+        self._idle.clear()
         self._ready.set()
         return await asyncio.shield(item.done)
 
@@ -90,6 +94,13 @@ class TransitionWriter:
                 for item, ok in zip(batch, applied, strict=True):
                     _settle(item, ok)
                 batch = []
+            if not self._queue:
+                self._idle.set()
+
+    async def settled(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until nothing is queued or being written."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
 
 def _settle(item: _Pending, value: bool) -> bool:
