@@ -37,7 +37,7 @@ class Events:
     JOBS_RETRIED: Final = "jobs:retried"  # (count, selector)
     JOBS_DELETED: Final = "jobs:deleted"  # (count, selector)
     WORKER_STARTED: Final = "worker:started"  # (): run()/run_sync() is processing
-    CHANGE_STREAM_OPEN: Final = "changestream:open"  # (): due jobs wake workers at once
+    CHANGE_STREAM_OPEN: Final = "changestream:open"  # (): a stream (re)opened; wake-ups on
     POLLING_FALLBACK: Final = "polling:fallback"  # (error): stream dropped or unsupported
 
 

@@ -267,9 +267,11 @@ class Processor:
             self._timer.arm(due)
 
     def _on_stream_state(self, healthy: bool, error: BaseException | None) -> None:
+        # Either way the poll loop looks now: for what was stored while the stream was down,
+        # or to switch to the shorter poll interval at once.
+        self._wake.set()
         if healthy:
             self._events.emit(Events.CHANGE_STREAM_OPEN)
-            self._wake.set()  # anything stored while the stream was down
         else:
             log.info(
                 "change stream unavailable, polling every %ss: %s",

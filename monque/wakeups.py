@@ -57,6 +57,7 @@ _ENDS_STREAM = {"drop", "rename", "dropDatabase", "invalidate"}
 _UNSUPPORTED = {40573, 40415, 13297}
 _HISTORY_LOST = {286, 280, 136}
 _MAX_BACKOFF = 30.0
+_REOPEN_DELAY = 0.1
 
 
 def due_time(change: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
@@ -108,7 +109,7 @@ class ChangeWatcher:
     """Follows the change stream, resuming with its token after errors.
 
     ``on_change(name, due)`` gets each relevant change; ``on_state(healthy, error)`` is called
-    when the stream opens (True, None) and when it drops or is unavailable (False, error).
+    each time a stream opens (True, None) and when one fails or is unavailable (False, error).
     ``run()`` returns only when change streams are unsupported by the server.
     """
 
@@ -134,7 +135,10 @@ class ChangeWatcher:
                     await self._follow_async()
                 else:
                     await self._follow_sync()
-                failures = 0  # the stream ended cleanly (invalidated): open a new one
+                # The stream ended cleanly (collection dropped or renamed): open a new one,
+                # without spinning if it keeps ending.
+                failures = 0
+                await asyncio.sleep(_REOPEN_DELAY)
             except PyMongoError as exc:
                 self._set_state(False, exc)
                 code = exc.code if isinstance(exc, OperationFailure) else None
@@ -146,7 +150,8 @@ class ChangeWatcher:
                 await asyncio.sleep(min(0.1 * 2**failures, _MAX_BACKOFF))
 
     def _set_state(self, healthy: bool, error: BaseException | None) -> None:
-        if healthy != self.healthy or error is not None:
+        # Every (re)open is reported; a failure only with its error.
+        if healthy or error is not None:
             self.healthy = healthy
             self._on_state(healthy, error)
 

@@ -163,3 +163,37 @@ async def test_change_streams_off_means_no_stream(make_monque: MakeMonque) -> No
     await make_monque().enqueue("probe")
     await events.wait_for(Events.JOB_COMPLETE, timeout=5)
     assert not events.of(Events.CHANGE_STREAM_OPEN)
+
+
+@pytest.mark.usefixtures("change_streams")
+async def test_stream_survives_the_collection_being_dropped(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], handle: str
+) -> None:
+    """A drop invalidates the stream; the watcher opens a new one (no token to resume)."""
+    _, events, started = await started_worker(make_monque, handle)
+    producer = make_monque()
+    await producer.enqueue("unrelated-name")  # not this worker's: no wake-up needed
+    mongo_db.monque_jobs.drop()
+    await events.wait_for(Events.CHANGE_STREAM_OPEN, 2, timeout=10)
+    job = await producer.enqueue("probe", "after the drop")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+    assert str(job.id) in started
+
+
+@pytest.mark.usefixtures("change_streams")
+async def test_lost_history_reopens_without_the_token(
+    make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]], handle: str
+) -> None:
+    """ChangeStreamHistoryLost (286) on open: reported, then a fresh stream."""
+    monque = make_monque(handle=handle, **SLOW_POLLS)
+    events = Recorder().listen(
+        monque, Events.POLLING_FALLBACK, Events.CHANGE_STREAM_OPEN, Events.JOB_COMPLETE
+    )
+    monque.worker("probe", lambda job: None)
+    with fail_command(mongo_client, ["aggregate"], times=1, error_code=286, error_labels=[]):
+        await monque.start()
+        ((error,),) = await events.wait_for(Events.POLLING_FALLBACK)
+    assert getattr(error, "code", None) == 286
+    await events.wait_for(Events.CHANGE_STREAM_OPEN, timeout=10)
+    await make_monque().enqueue("probe")
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
