@@ -328,6 +328,7 @@ def main() -> None:
             ("sync", lambda: bench.engine("sync")),
             ("floor_4_procs", lambda: bench.processes("floor")),
             ("async_4_procs", lambda: bench.processes("async")),
+            ("sync_4_procs", lambda: bench.processes("sync")),
             ("pickup", lambda: bench.latency(5 if args.quick else 40, None, other=True)),
             ("pickup_same", lambda: bench.latency(5 if args.quick else 40, None, other=False)),
             ("lateness", lambda: bench.latency(5 if args.quick else 30, 0.5, other=True)),
@@ -362,7 +363,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{key:<22}{row['jobs_per_s']:>10}{row['commands_per_job']:>10}{row['cpu_ms_per_job']:>12}"
             f"  {row['jobs_per_s'] / floor['jobs_per_s']:.2f}x"
         )
-    for key in ("floor_4_procs", "async_4_procs"):
+    for key in ("floor_4_procs", "async_4_procs", "sync_4_procs"):
         print(f"{key:<22}{r[key]['jobs_per_s']:>10}")
     print(f"\ncommands per job (async): {r['async']['commands_by_name']}")
     print(f"change-stream commands per job (async), apart: {r['async']['stream_commands_per_job']}")

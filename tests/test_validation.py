@@ -119,6 +119,8 @@ async def test_invalid_timezone(make_monque: MakeMonque, tz: str) -> None:
         ({"collection": "a$b"}, "collection"),
         ({"instance_id": 7}, "instance_id"),
         ({"create_indexes": "yes"}, "create_indexes"),
+        ({"change_streams": 1}, "change_streams"),
+        ({"stream_poll_interval": 0}, "stream_poll_interval"),
         ({"pol_interval": 1}, "unknown option"),
     ],
 )
