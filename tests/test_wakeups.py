@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
@@ -197,3 +197,46 @@ async def test_lost_history_reopens_without_the_token(
     await events.wait_for(Events.CHANGE_STREAM_OPEN, timeout=10)
     await make_monque().enqueue("probe")
     await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+
+
+class Aggregates(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.streams: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "aggregate":
+            stage = event.command["pipeline"][0]
+            if "$changeStream" in stage:
+                self.streams.append(dict(stage["$changeStream"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("change_streams")
+async def test_a_failed_stream_resumes_after_its_token(
+    mongodb_uri: str,
+    mongo_client: MongoClient[dict[str, Any]],
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    listener = Aggregates()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, event_listeners=[listener])
+    try:
+        monque = Monque(client[mongo_db.name], poll_interval=30, stream_poll_interval=30)
+        events = Recorder().listen(monque, Events.CHANGE_STREAM_OPEN, Events.POLLING_FALLBACK)
+        monque.worker("probe", lambda job: None)
+        await monque.start()
+        await events.wait_for(Events.CHANGE_STREAM_OPEN)
+        with fail_command(mongo_client, ["getMore"], times=1, error_code=2, error_labels=[]):
+            await Monque(mongo_db).enqueue("probe")  # wakes the stream into the failpoint
+            await events.wait_for(Events.POLLING_FALLBACK, timeout=10)
+        await events.wait_for(Events.CHANGE_STREAM_OPEN, 2, timeout=10)
+        await monque.stop()
+    finally:
+        client.close()
+    first, reopened = listener.streams[0], listener.streams[-1]
+    assert "resumeAfter" not in first
+    assert "resumeAfter" in reopened
