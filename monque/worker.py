@@ -113,10 +113,6 @@ class WorkerRegistry:
     def __len__(self) -> int:
         return len(self._workers)
 
-    def claimable(self) -> list[str]:
-        """Names with a free slot, in registration order."""
-        return [d.name for d in self._workers.values() if d.has_free_slot]
-
     def free_slots(self) -> dict[str, int]:
         """Free slots per name; names without one are left out."""
         return {

@@ -54,7 +54,6 @@ class TransitionWriter:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0
 
     async def write(
         self, job_id: ObjectId, update: dict[str, Any], wanted: Callable[[], bool]
@@ -90,7 +89,6 @@ class TransitionWriter:
                     await asyncio.sleep(min(0.05 * 2**attempt, _RETRY_CAP))
                     continue
                 attempt = 0
-                self.batches += 1
                 for item, ok in zip(batch, applied, strict=True):
                     _settle(item, ok)
                 batch = []

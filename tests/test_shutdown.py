@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timezone
 from typing import Any
 
 from pymongo.database import Database
@@ -76,11 +77,14 @@ async def test_stop_timeout_hands_jobs_back_and_reports_them(
     ((error, job),) = events.of(Events.JOB_ERROR)
     assert isinstance(error, ShutdownTimeoutError) and job is None
     assert set(error.job_ids) == {a.id, s.id}
-    for job_id in (a.id, s.id):
-        doc = mongo_db.monque_jobs.find_one({"_id": job_id})
+    for original in (a, s):
+        doc = mongo_db.monque_jobs.find_one({"_id": original.id})
         assert doc is not None
         assert doc["status"] == "pending" and doc["failCount"] == 0
         assert "claimedBy" not in doc and "lockedAt" not in doc
+        # Its place in the queue is kept: still due at its original time.
+        stored = doc["nextRunAt"].replace(tzinfo=timezone.utc)
+        assert abs((stored - original.next_run_at).total_seconds()) < 0.001
     release_sync.set()
     await eventually(sync_saw_stop.is_set)
     assert not events.of(Events.JOB_COMPLETE) and not events.of(Events.JOB_FAIL)

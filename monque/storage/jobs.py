@@ -216,7 +216,8 @@ def claim_batch(
     except PyMongoError:
         # Unknown outcome: hand back whatever this batch may hold, then report the error.
         with contextlib.suppress(PyMongoError):
-            yield Call("update_many", *_release_args(ids, owner, now, {"lockedAt": now}))
+            batch = {**owned_filter_many(ids, owner), "lockedAt": now}
+            yield Call("update_many", (batch, _release_update(now)))
         raise
     if result.modified_count != len(chosen):
         held: list[dict[str, Any]] = yield Call(
@@ -332,20 +333,17 @@ def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:
     return docs
 
 
-def _release_args(
-    ids: Sequence[ObjectId], owner: str, now: datetime, extra: dict[str, Any] | None = None
-) -> tuple[tuple[dict[str, Any], dict[str, Any]]]:
-    flt = {**owned_filter_many(ids, owner), **(extra or {})}
-    update = {
-        "$set": {"status": JobStatus.PENDING.value, "nextRunAt": now, "updatedAt": now},
+def _release_update(now: datetime) -> dict[str, Any]:
+    # nextRunAt stays: a claimed job was due, so it keeps its place at the head of the queue.
+    return {
+        "$set": {"status": JobStatus.PENDING.value, "updatedAt": now},
         "$unset": LEASE_FIELDS,
     }
-    return ((flt, update),)
 
 
 def release(ids: Sequence[ObjectId], owner: str, now: datetime) -> Operation[int]:
     """Hand running jobs back to pending (shutdown): no attempt is counted."""
-    result = yield Call("update_many", *_release_args(ids, owner, now))
+    result = yield Call("update_many", (owned_filter_many(ids, owner), _release_update(now)))
     return int(result.modified_count)
 
 
