@@ -52,9 +52,10 @@ PIPELINE: list[dict[str, Any]] = [
     },
 ]
 _ENDS_STREAM = {"drop", "rename", "dropDatabase", "invalidate"}
-# Server codes meaning "no change streams here" (standalone mongod) or "that point in the
-# oplog is gone": the first falls back to polling for good, the second reopens without a token.
-_UNSUPPORTED = {40573, 40415, 13297}
+# Server codes meaning "no change streams here" (40573: standalone mongod; 115:
+# CommandNotSupported) fall back to polling for good; "that point in the oplog is gone"
+# (ChangeStreamHistoryLost, ChangeStreamFatalError, CappedPositionLost) reopens without a token.
+_UNSUPPORTED = {40573, 115}
 _HISTORY_LOST = {286, 280, 136}
 _MAX_BACKOFF = 30.0
 _REOPEN_DELAY = 0.1
