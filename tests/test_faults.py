@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from unittest import mock
 
@@ -68,10 +69,19 @@ async def test_failed_batch_claim_leaves_nothing_held(
 ) -> None:
     """The claiming update_many fails: the error is reported, no job stays processing
     unheld, and every job still runs exactly once."""
-    monque = make_monque(worker_concurrency=5)
+    # Slow heartbeats, and handlers held until the error is reported: the claim's update_many
+    # is the only `update` command while the failpoint is armed.
+    monque = make_monque(worker_concurrency=5, lock_timeout=10, heartbeat_interval=5)
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
+    reported = threading.Event()
+    monque.on(Events.JOB_ERROR, lambda error, job: reported.set())
     runs: list[Any] = []
-    monque.worker("work", lambda job: runs.append(job.id))
+
+    @monque.worker("work")
+    def work(job: Job[Any]) -> None:
+        runs.append(job.id)
+        reported.wait(10)
+
     for _ in range(4):
         await monque.now("work")
     await monque.jobs.call_count({})  # connection warm before the failpoint
