@@ -449,9 +449,7 @@ class Processor:
             entry = self._running.get(job_id)
             if entry is not None and not entry.cancelled:
                 entry.cancelled = True
-                entry.job._stop_flag.set()
-                if entry.definition.is_async:
-                    entry.task.cancel()
+                _interrupt(entry)
 
     def _cancel_requested(self, job_id: ObjectId) -> bool:
         entry = self._running.get(job_id)
@@ -484,9 +482,7 @@ class Processor:
 
     def _abandon(self, entry: _Running) -> None:
         entry.abandoned = True
-        entry.job._stop_flag.set()
-        if entry.definition.is_async:
-            entry.task.cancel()
+        _interrupt(entry)
 
     def _is_abandoned(self, job_id: ObjectId) -> bool:
         entry = self._running.get(job_id)
@@ -514,6 +510,13 @@ class Processor:
     def _error(self, error: BaseException, job: Job[Any] | None) -> None:
         if not self._events.emit(Events.JOB_ERROR, error, job):
             log.warning("monque error: %s", error)
+
+
+def _interrupt(entry: _Running) -> None:
+    """Cancel an async handler; tell a sync one through ``job.should_stop``."""
+    entry.job._stop_flag.set()
+    if entry.definition.is_async:
+        entry.task.cancel()
 
 
 def _apply(job: Job[Any], update: dict[str, Any]) -> None:
