@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from monque.job import Job, JobStatus, utcnow
 from monque.lifecycle import new_document
 from monque.options import MonqueOptions
 from monque.policy import RetryPolicy
-from monque.processor import Processor
+from monque.processor import STOP_GRACE, Processor
 from monque.storage import JobCollection, Operation, ensure_indexes
 from monque.storage import jobs as ops
 from monque.validation import (
@@ -36,6 +37,8 @@ from monque.validation import (
 from monque.worker import Handler, WorkerRegistry
 
 __all__ = ["Monque"]
+
+log = logging.getLogger("monque.engine")
 
 H = TypeVar("H", bound=Handler)
 R = TypeVar("R")
@@ -586,7 +589,9 @@ class Monque(EventEmitter):
         """Stop claiming, wait for running jobs up to ``timeout`` (``shutdown_timeout``).
 
         Jobs still running then are handed back to pending and reported as a
-        ``ShutdownTimeoutError`` through ``job:error``.
+        ``ShutdownTimeoutError`` through ``job:error``. Returns within ``timeout`` plus a few
+        seconds whatever the database does; anything left behind is reported on ``job:error``
+        as a ``ShutdownStalledError``.
         """
         if self._processor is None:
             return
@@ -595,7 +600,8 @@ class Monque(EventEmitter):
         else:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         await self._processor.stop(seconds)
-        await self.drain_listeners()
+        if not await self.drain_listeners(STOP_GRACE):
+            log.warning("async event listeners still running after stop(); left running")
 
     async def run(self) -> None:
         """Start, run until ``request_stop()`` (or cancellation), then stop gracefully."""

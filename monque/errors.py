@@ -23,6 +23,7 @@ __all__ = [
     "MonqueError",
     "PayloadTooLargeError",
     "PermanentError",
+    "ShutdownStalledError",
     "ShutdownTimeoutError",
     "UniqueKeyConflictError",
     "UnknownJobError",
@@ -104,6 +105,11 @@ class ShutdownTimeoutError(MonqueError):
         )
         self.timeout = timeout
         self.job_ids = list(job_ids)
+
+
+class ShutdownStalledError(MonqueError):
+    """Part of the worker (a loop, a write, a job) did not end within ``stop()``'s bound; it
+    was cancelled and left behind rather than waited on."""
 
 
 class JobNotFoundError(MonqueError, LookupError):

@@ -102,7 +102,14 @@ class EventEmitter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain_listeners(self) -> None:
-        """Wait for async listeners still running (used by ``stop()``)."""
+    async def drain_listeners(self, timeout: float | None = None) -> bool:
+        """Wait for async listeners still running (used by ``stop()``), at most ``timeout``
+        seconds; False if some were still running then (they are left running)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.wait(list(self._tasks), timeout=left)
+        return True

@@ -29,6 +29,7 @@ from monque.errors import (
     InstanceIdConflictError,
     InvalidJobDocumentError,
     JobTimeoutError,
+    ShutdownStalledError,
     ShutdownTimeoutError,
 )
 from monque.events import EventEmitter, Events
@@ -51,6 +52,8 @@ _CLAIM_BATCH = 100
 _CLAIM_RACES = 5
 _SETTLE_WAIT = 1.0
 _MAX_ERROR_BACKOFF = 30.0
+# How long stop() may take beyond its timeout to hand jobs back and end its tasks.
+STOP_GRACE = 2.0
 
 
 @dataclass
@@ -145,21 +148,32 @@ class Processor:
             self._tasks.append(asyncio.create_task(self._watcher.run(), name="monque-stream"))
 
     async def stop(self, timeout: float) -> None:
-        """Stop claiming now; wait up to ``timeout`` for running jobs, then hand them back."""
+        """Stop claiming now; wait up to ``timeout`` for running jobs, then hand them back.
+
+        Returns within ``timeout`` plus ``STOP_GRACE`` whatever the database or the tasks do:
+        every wait here is bounded, and what did not finish is reported on ``job:error``.
+        """
         if not self.started:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._stop_event.set()
         self._wake.set()
+        if self._watcher is not None:
+            self._watcher.stop()
         poll = self._tasks[0]
-        await asyncio.gather(poll, return_exceptions=True)
+        await self._settle([poll], max(deadline - loop.time(), 0.0) + STOP_GRACE, "claim loop")
         running = list(self._running.values())
         if running:
-            _, pending = await asyncio.wait([r.task for r in running], timeout=timeout)
+            wait = max(deadline - loop.time(), 0.0)
+            _, pending = await asyncio.wait([r.task for r in running], timeout=wait)
             if pending:
-                await self._hand_back([r for r in running if r.task in pending], timeout)
+                grace_end = loop.time() + STOP_GRACE
+                await self._hand_back([r for r in running if r.task in pending], timeout, grace_end)
+        grace_end = loop.time() + STOP_GRACE
         for task in self._tasks[1:]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._settle(self._tasks, grace_end - loop.time(), "background task")
         self._tasks = []
         if self._timer is not None:
             self._timer.cancel()
@@ -169,22 +183,42 @@ class Processor:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         try:
-            await self._instances.run(instances.unregister(self._options.instance_id))
-        except PyMongoError as exc:  # its lease runs out instead
-            self._error(ConnectionError(f"unregistering the instance failed: {exc}"), None)
+            await asyncio.wait_for(
+                self._instances.run(instances.unregister(self._options.instance_id)),
+                max(grace_end - loop.time(), 0.1),
+            )
+        except (PyMongoError, asyncio.TimeoutError) as exc:  # its lease runs out instead
+            self._error(ConnectionError(f"unregistering the instance failed: {exc!r}"), None)
         self.started = False
 
-    async def _hand_back(self, stuck: list[_Running], timeout: float) -> None:
+    async def _settle(self, tasks: list[asyncio.Task[None]], seconds: float, what: str) -> None:
+        """Wait up to ``seconds`` for ``tasks``; cancel and report any still running then."""
+        tasks = [t for t in tasks if not t.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=max(seconds, 0.0))
+        for task in pending:
+            task.cancel()
+            self._error(
+                ShutdownStalledError(f"{what} {task.get_name()!r} did not stop in time; left"),
+                None,
+            )
+
+    async def _hand_back(self, stuck: list[_Running], timeout: float, until: float) -> None:
+        loop = asyncio.get_running_loop()
         for entry in stuck:
             self._abandon(entry)
             entry.task.cancel()  # a sync handler's thread runs on; its result is discarded
         ids = [entry.job.id for entry in stuck]
         try:
-            await self._coll.run(ops.release(ids, self._options.instance_id, self._clock()))
-        except PyMongoError as exc:
+            await asyncio.wait_for(
+                self._coll.run(ops.release(ids, self._options.instance_id, self._clock())),
+                max(until - loop.time(), 0.1),
+            )
+        except (PyMongoError, asyncio.TimeoutError) as exc:
             # The leases expire and the recovery sweep of any instance takes them back.
-            self._error(ConnectionError(f"could not hand back jobs at shutdown: {exc}"), None)
-        await asyncio.gather(*(entry.task for entry in stuck), return_exceptions=True)
+            self._error(ConnectionError(f"could not hand back jobs at shutdown: {exc!r}"), None)
+        await self._settle([e.task for e in stuck], until - loop.time(), "job")
         self._error(ShutdownTimeoutError(timeout, ids), None)
 
     # -- polling and claiming -------------------------------------------------------------

@@ -126,11 +126,23 @@ class ChangeWatcher:
         self._on_state = on_state
         self._max_await_ms = max(int(max_await * 1000), 1)
         self._token: Mapping[str, Any] | None = None
+        self._stopped = False
         self.healthy = False
+
+    def stop(self) -> None:
+        """End ``run()`` at its next step. Needed besides cancelling the task: the driver can
+        replace the CancelledError by the error of closing the stream (a failed killCursors),
+        which would otherwise look like a stream failure and reopen it."""
+        self._stopped = True
+        self.healthy = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     async def run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopped:
             try:
                 if self._coll.is_async:
                     await self._follow_async()
@@ -141,6 +153,8 @@ class ChangeWatcher:
                 failures = 0
                 await asyncio.sleep(_REOPEN_DELAY)
             except PyMongoError as exc:
+                if self.stopped:  # the stop, not the stream, caused this error
+                    return
                 self._set_state(False, exc)
                 code = exc.code if isinstance(exc, OperationFailure) else None
                 if code in _UNSUPPORTED or "replica set" in str(exc):
@@ -172,7 +186,7 @@ class ChangeWatcher:
         )
         try:
             self._set_state(True, None)
-            while stream.alive:
+            while stream.alive and not self._stopped:
                 change = await stream.try_next()
                 self._token = stream.resume_token
                 if self._ends(change):
@@ -200,7 +214,7 @@ class ChangeWatcher:
                     PIPELINE, resume_after=self._token, max_await_time_ms=self._max_await_ms
                 ) as stream:
                     loop.call_soon_threadsafe(self._set_state, True, None)
-                    while stream.alive and not stop.is_set():
+                    while stream.alive and not stop.is_set() and not self._stopped:
                         change = stream.try_next()
                         self._token = stream.resume_token
                         if self._ends(change):
