@@ -4,6 +4,7 @@ from monque.connection import normalize_database
 from monque.engine import Monque
 from monque.errors import (
     ConnectionError,
+    HandlerCancelledError,
     InstanceIdConflictError,
     InvalidCronError,
     InvalidJobDocumentError,
@@ -18,6 +19,7 @@ from monque.errors import (
     JobStateError,
     JobTimeoutError,
     MonqueError,
+    OutcomeNotStoredError,
     PayloadTooLargeError,
     PermanentError,
     ShutdownStalledError,
@@ -30,12 +32,15 @@ from monque.events import Events
 from monque.job import Job, JobStatus
 from monque.management import JobPage, JobSelector, QueueStats
 from monque.options import MonqueOptions
+from monque.worker import RunState
+from monque.worker.supervisor import LoopCrashedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConnectionError",
     "Events",
+    "HandlerCancelledError",
     "InstanceIdConflictError",
     "InvalidCronError",
     "InvalidJobDocumentError",
@@ -53,12 +58,15 @@ __all__ = [
     "JobStateError",
     "JobStatus",
     "JobTimeoutError",
+    "LoopCrashedError",
     "Monque",
     "MonqueError",
     "MonqueOptions",
+    "OutcomeNotStoredError",
     "PayloadTooLargeError",
     "PermanentError",
     "QueueStats",
+    "RunState",
     "ShutdownStalledError",
     "ShutdownTimeoutError",
     "UniqueKeyConflictError",

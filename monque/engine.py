@@ -9,12 +9,13 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from monque import management as mg
+from monque.clock import ServerClock
 from monque.connection import DatabaseHandle, normalize_database
 from monque.cron import check_cron, get_zone, next_run
 from monque.durations import to_seconds
@@ -24,7 +25,6 @@ from monque.job import Job, JobStatus, utcnow
 from monque.lifecycle import new_document
 from monque.options import MonqueOptions
 from monque.policy import RetryPolicy
-from monque.processor import STOP_GRACE, Processor
 from monque.storage import JobCollection, Operation, ensure_indexes
 from monque.storage import jobs as ops
 from monque.validation import (
@@ -34,7 +34,9 @@ from monque.validation import (
     check_unique_key,
     resolve_run_at,
 )
-from monque.worker import Handler, WorkerRegistry
+from monque.worker.registry import Handler, WorkerRegistry
+from monque.worker.run import RunState
+from monque.worker.runtime import STOP_GRACE, WorkerRuntime
 
 __all__ = ["Monque"]
 
@@ -73,6 +75,13 @@ def _seconds_or_none(value: float | timedelta | None, name: str) -> float | None
     return to_seconds(value, name) if value is not None else None
 
 
+class RunInfo(NamedTuple):
+    """A job this instance runs now, and where its run is (see ``RunState``)."""
+
+    job: Job[Any]
+    state: RunState
+
+
 _JobOp = Operation[tuple[dict[str, Any], bool]]
 JobSpecLike = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
 
@@ -87,6 +96,10 @@ class Monque(EventEmitter):
     Async apps ``await`` the methods; programs without an event loop use the ``*_sync`` twins
     (``enqueue_sync``, ``now_sync``, ``schedule_sync``, ``initialize_sync``) and ``run_sync()``,
     which need a sync handle (pymongo ``Database``/``MongoClient``, motor, mongoengine).
+
+    Times written and compared (due times, leases) are the server's: the offset of this host's
+    clock (``clock``, the UTC wall clock by default; injectable for tests) to the server's is
+    measured at ``initialize()`` and with every heartbeat.
     """
 
     def __init__(
@@ -95,9 +108,11 @@ class Monque(EventEmitter):
         *,
         database: str | None = None,
         known_jobs: Iterable[str] | None = None,
+        clock: Callable[[], datetime] | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
+        self.clock = ServerClock(clock or utcnow)
         self.options = MonqueOptions.from_kwargs(**options)
         self.database: DatabaseHandle = normalize_database(db, database)
         self.jobs = JobCollection(self.database, self.options.collection)
@@ -105,7 +120,7 @@ class Monque(EventEmitter):
             frozenset(check_name(n) for n in known_jobs) if known_jobs is not None else None
         )
         self._registry = WorkerRegistry(self.options.worker_concurrency)
-        self._processor: Processor | None = None
+        self._runtime: WorkerRuntime | None = None
         self._initialized = False
         self._stop_requested: Callable[[], None] | None = None
 
@@ -115,24 +130,37 @@ class Monque(EventEmitter):
 
     @property
     def running_jobs(self) -> list[Job[Any]]:
-        """Jobs this instance is running now."""
-        return self._processor.running_jobs if self._processor is not None else []
+        """Jobs this instance is running now (handlers that have not returned yet)."""
+        return [info.job for info in self.runs]
+
+    @property
+    def runs(self) -> list[RunInfo]:
+        """The runs of this instance whose handlers have not returned, with their states: a
+        handler past its timeout, or cancelled, still holds its slot until it returns."""
+        if self._runtime is None:
+            return []
+        return [RunInfo(run.job, run.state) for run in self._runtime.runs]
 
     @property
     def is_running(self) -> bool:
-        return self._processor is not None and self._processor.started
+        return self._runtime is not None and self._runtime.started
 
     # -- set-up ---------------------------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Create the indexes (unless ``create_indexes=False``). Idempotent."""
-        if not self._initialized and self.options.create_indexes:
-            await self.jobs.run(ensure_indexes(bool(self.options.retention)))
+        """Measure the offset to the server's clock and create the indexes (unless
+        ``create_indexes=False``). Idempotent."""
+        if not self._initialized:
+            await self.jobs.run(self.clock.measure())
+            if self.options.create_indexes:
+                await self.jobs.run(ensure_indexes(bool(self.options.retention)))
         self._initialized = True
 
     def initialize_sync(self) -> None:
-        if not self._initialized and self.options.create_indexes:
-            self.jobs.run_sync(ensure_indexes(bool(self.options.retention)))
+        if not self._initialized:
+            self.jobs.run_sync(self.clock.measure())
+            if self.options.create_indexes:
+                self.jobs.run_sync(ensure_indexes(bool(self.options.retention)))
         self._initialized = True
 
     # -- producing ------------------------------------------------------------------------
@@ -180,7 +208,7 @@ class Monque(EventEmitter):
 
     def _many_op(self, jobs: Iterable[JobSpecLike]) -> Operation[list[tuple[dict[str, Any], bool]]]:
         docs = []
-        now = utcnow()
+        now = self.clock.now()
         for item in jobs:
             if not isinstance(item, tuple) or not 2 <= len(item) <= 3:
                 raise InvalidOptionError("enqueue_many takes (name, data) or (name, data, options)")
@@ -262,7 +290,7 @@ class Monque(EventEmitter):
             check_unique_key(unique_key)
         check_priority(priority)
         check_payload(data, self.options.payload_limit)
-        now = now or utcnow()
+        now = now or self.clock.now()
         return new_document(
             name,
             data,
@@ -287,7 +315,7 @@ class Monque(EventEmitter):
         get_zone(timezone)
         check_priority(priority)
         check_payload(data, self.options.payload_limit)
-        now = utcnow()
+        now = self.clock.now()
         doc = new_document(
             name,
             data,
@@ -314,12 +342,21 @@ class Monque(EventEmitter):
         except PyMongoError as exc:
             raise ConnectionError(f"storing the job failed: {exc}") from exc
         job = Job.from_document(doc, created=created)
-        if created and self._processor is not None:
-            if job.next_run_at <= utcnow():
-                self._processor.wake()
-            else:
-                self._processor.wake_at(job.next_run_at)
+        if created:
+            self._woken_by(job)
         return job
+
+    def _woken_by(self, job: Job[Any]) -> None:
+        # Safe from any thread or loop: the runtime hands the wake-up to its own loop.
+        if self._runtime is not None:
+            if job.next_run_at <= self.clock.now():
+                self._runtime.wake()
+            else:
+                self._runtime.wake_at(job.next_run_at)
+
+    def _wake(self) -> None:
+        if self._runtime is not None:
+            self._runtime.wake()
 
     async def _store_many(
         self, operation: Operation[list[tuple[dict[str, Any], bool]]]
@@ -329,8 +366,7 @@ class Monque(EventEmitter):
             stored = await self.jobs.run(operation)
         except PyMongoError as exc:
             raise ConnectionError(f"storing the jobs failed: {exc}") from exc
-        if self._processor is not None:
-            self._processor.wake()
+        self._wake()
         return [Job.from_document(doc, created=created) for doc, created in stored]
 
     def _store_many_sync(
@@ -341,6 +377,7 @@ class Monque(EventEmitter):
             stored = self.jobs.run_sync(operation)
         except PyMongoError as exc:
             raise ConnectionError(f"storing the jobs failed: {exc}") from exc
+        self._wake()
         return [Job.from_document(doc, created=created) for doc, created in stored]
 
     def _store_sync(self, operation: _JobOp) -> Job[Any]:
@@ -349,7 +386,10 @@ class Monque(EventEmitter):
             doc, created = self.jobs.run_sync(operation)
         except PyMongoError as exc:
             raise ConnectionError(f"storing the job failed: {exc}") from exc
-        return Job.from_document(doc, created=created)
+        job = Job.from_document(doc, created=created)
+        if created:
+            self._woken_by(job)
+        return job
 
     # -- managing jobs --------------------------------------------------------------------
 
@@ -382,7 +422,7 @@ class Monque(EventEmitter):
     ) -> mg.JobPage:
         """A page of jobs, newest first; ``page.next_cursor`` fetches the next page."""
         return await self._manage(
-            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=utcnow())
+            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=self.clock.now())
         )
 
     def get_jobs_sync(
@@ -394,7 +434,7 @@ class Monque(EventEmitter):
         cursor: str | None = None,
     ) -> mg.JobPage:
         return self._manage_sync(
-            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=utcnow())
+            mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=self.clock.now())
         )
 
     async def cancel_job(self, job_id: ObjectId | str) -> Job[Any]:
@@ -410,7 +450,7 @@ class Monque(EventEmitter):
         return self._cancelled(job, immediate)
 
     def _cancel_op(self, job_id: ObjectId | str) -> Operation[tuple[Job[Any], bool]]:
-        return mg.cancel_job(mg.parse_id(job_id), utcnow(), self.options.retention)
+        return mg.cancel_job(mg.parse_id(job_id), self.clock.now(), self.options.retention)
 
     def _cancelled(self, job: Job[Any], immediate: bool) -> Job[Any]:
         if immediate:
@@ -419,27 +459,26 @@ class Monque(EventEmitter):
 
     async def retry_job(self, job_id: ObjectId | str) -> Job[Any]:
         """Run a failed or cancelled job again now, with a fresh attempt budget."""
-        job = await self._manage(mg.retry_job(mg.parse_id(job_id), utcnow()))
+        job = await self._manage(mg.retry_job(mg.parse_id(job_id), self.clock.now()))
         self.emit(Events.JOB_RETRIED, job)
-        if self._processor is not None:
-            self._processor.wake()
+        self._wake()
         return job
 
     def retry_job_sync(self, job_id: ObjectId | str) -> Job[Any]:
-        job = self._manage_sync(mg.retry_job(mg.parse_id(job_id), utcnow()))
+        job = self._manage_sync(mg.retry_job(mg.parse_id(job_id), self.clock.now()))
         self.emit(Events.JOB_RETRIED, job)
         return job
 
     async def reschedule_job(self, job_id: ObjectId | str, run_at: datetime) -> Job[Any]:
         """Move a pending job's next run (timezone-aware ``run_at``)."""
-        when = resolve_run_at(run_at, None, utcnow())
-        job = await self._manage(mg.reschedule_job(mg.parse_id(job_id), when, utcnow()))
+        when = resolve_run_at(run_at, None, self.clock.now())
+        job = await self._manage(mg.reschedule_job(mg.parse_id(job_id), when, self.clock.now()))
         self.emit(Events.JOB_RESCHEDULED, job)
         return job
 
     def reschedule_job_sync(self, job_id: ObjectId | str, run_at: datetime) -> Job[Any]:
-        when = resolve_run_at(run_at, None, utcnow())
-        job = self._manage_sync(mg.reschedule_job(mg.parse_id(job_id), when, utcnow()))
+        when = resolve_run_at(run_at, None, self.clock.now())
+        job = self._manage_sync(mg.reschedule_job(mg.parse_id(job_id), when, self.clock.now()))
         self.emit(Events.JOB_RESCHEDULED, job)
         return job
 
@@ -456,36 +495,40 @@ class Monque(EventEmitter):
 
     async def cancel_jobs(self, selector: mg.JobSelector) -> int:
         """Cancel the selected pending jobs; returns how many."""
-        count = await self._manage(mg.cancel_jobs(selector, utcnow(), self.options.retention))
+        count = await self._manage(
+            mg.cancel_jobs(selector, self.clock.now(), self.options.retention)
+        )
         self.emit(Events.JOBS_CANCELLED, count, selector)
         return count
 
     def cancel_jobs_sync(self, selector: mg.JobSelector) -> int:
-        count = self._manage_sync(mg.cancel_jobs(selector, utcnow(), self.options.retention))
+        count = self._manage_sync(
+            mg.cancel_jobs(selector, self.clock.now(), self.options.retention)
+        )
         self.emit(Events.JOBS_CANCELLED, count, selector)
         return count
 
     async def retry_jobs(self, selector: mg.JobSelector) -> int:
         """Retry the selected failed or cancelled jobs; returns how many."""
-        count = await self._manage(mg.retry_jobs(selector, utcnow()))
+        count = await self._manage(mg.retry_jobs(selector, self.clock.now()))
         self.emit(Events.JOBS_RETRIED, count, selector)
-        if count and self._processor is not None:
-            self._processor.wake()
+        if count:
+            self._wake()
         return count
 
     def retry_jobs_sync(self, selector: mg.JobSelector) -> int:
-        count = self._manage_sync(mg.retry_jobs(selector, utcnow()))
+        count = self._manage_sync(mg.retry_jobs(selector, self.clock.now()))
         self.emit(Events.JOBS_RETRIED, count, selector)
         return count
 
     async def delete_jobs(self, selector: mg.JobSelector) -> int:
         """Delete the selected jobs that are not running; returns how many."""
-        count = await self._manage(mg.delete_jobs(selector, utcnow()))
+        count = await self._manage(mg.delete_jobs(selector, self.clock.now()))
         self.emit(Events.JOBS_DELETED, count, selector)
         return count
 
     def delete_jobs_sync(self, selector: mg.JobSelector) -> int:
-        count = self._manage_sync(mg.delete_jobs(selector, utcnow()))
+        count = self._manage_sync(mg.delete_jobs(selector, self.clock.now()))
         self.emit(Events.JOBS_DELETED, count, selector)
         return count
 
@@ -579,54 +622,95 @@ class Monque(EventEmitter):
         return [d.name for d in self._registry]
 
     async def start(self) -> None:
-        """Initialize if needed and start processing the registered workers' jobs."""
+        """Initialize if needed and start processing the registered workers' jobs.
+
+        Safe to call again after ``stop()``, on any event loop.
+        """
         await self.initialize()
-        if self._processor is None:
-            self._processor = Processor(self.jobs, self._registry, self.options, self)
-        await self._processor.start()
+        if self._runtime is None or not self._runtime.started:
+            self._runtime = WorkerRuntime(self.jobs, self._registry, self.options, self, self.clock)
+        await self._runtime.start()
 
     async def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop claiming, wait for running jobs up to ``timeout`` (``shutdown_timeout``).
 
         Jobs still running then are handed back to pending and reported as a
         ``ShutdownTimeoutError`` through ``job:error``. Returns within ``timeout`` plus a few
-        seconds whatever the database does; anything left behind is reported on ``job:error``
-        as a ``ShutdownStalledError``.
+        seconds whatever the database or the handlers do; anything left behind is reported on
+        ``job:error`` as a ``ShutdownStalledError``.
         """
-        if self._processor is None:
+        if self._runtime is None:
             return
         if timeout is None:
             seconds = self.options.shutdown_timeout
         else:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        await self._processor.stop(seconds)
+        await self._runtime.stop(seconds)
         if not await self.drain_listeners(STOP_GRACE):
             log.warning("async event listeners still running after stop(); left running")
 
     async def run(self) -> None:
-        """Start, run until ``request_stop()`` (or cancellation), then stop gracefully."""
-        stopped = asyncio.Event()
+        """Start, run until ``request_stop()`` (or cancellation), then stop gracefully.
+
+        A second ``request_stop()`` while stopping stops at once (running jobs are handed
+        back). Raises ``LoopCrashedError`` if a worker loop kept crashing and stopped the worker.
+        """
+        requests = 0
+        wanted = asyncio.Event()
         loop = asyncio.get_running_loop()
 
+        def on_loop() -> None:
+            nonlocal requests
+            requests += 1
+            if requests == 1:
+                wanted.set()
+            elif self._runtime is not None:
+                log.warning("stopping now: running jobs are handed back")
+                self._runtime.force_stop()
+
         def request() -> None:
-            loop.call_soon_threadsafe(stopped.set)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(on_loop)
 
         self._stop_requested = request
         await self.start()
+        runtime = self._runtime
+        assert runtime is not None
         self.emit(Events.WORKER_STARTED)
         try:
-            await stopped.wait()
+            waiters = [
+                loop.create_task(wanted.wait()),
+                loop.create_task(runtime.crashed.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if wanted.is_set() and runtime.runs:
+                names = ", ".join(sorted({f"{r.job.name} {r.job.id}" for r in runtime.runs}))
+                log.warning(
+                    "stopping: waiting up to %gs for %d running job(s) (%s); "
+                    "stop again to hand them back now",
+                    self.options.shutdown_timeout,
+                    len(runtime.runs),
+                    names,
+                )
         finally:
-            self._stop_requested = None
             await self.stop()
+            self._stop_requested = None
+        if runtime.failure is not None:
+            raise runtime.failure
 
     def request_stop(self) -> None:
-        """Ask a ``run()``/``run_sync()`` worker to stop gracefully; safe from any thread."""
+        """Ask a ``run()``/``run_sync()`` worker to stop gracefully; a second call stops it at
+        once. Safe from any thread."""
         if self._stop_requested is not None:
             self._stop_requested()
 
     def run_sync(self, *, handle_signals: bool = True) -> None:
-        """Run a worker in this thread until SIGINT/SIGTERM or ``request_stop()``."""
+        """Run a worker in this thread until SIGINT/SIGTERM or ``request_stop()`` (twice: at
+        once)."""
 
         async def main() -> None:
             if handle_signals and threading.current_thread() is threading.main_thread():

@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = [
     "ConnectionError",
+    "HandlerCancelledError",
     "InstanceIdConflictError",
     "InvalidCronError",
     "InvalidJobDocumentError",
@@ -21,6 +22,7 @@ __all__ = [
     "JobStateError",
     "JobTimeoutError",
     "MonqueError",
+    "OutcomeNotStoredError",
     "PayloadTooLargeError",
     "PermanentError",
     "ShutdownStalledError",
@@ -144,6 +146,16 @@ class PermanentError(MonqueError):
 
 class JobTimeoutError(MonqueError):
     """A handler ran past its worker's ``timeout``; the run counts as a failure."""
+
+
+class HandlerCancelledError(MonqueError):
+    """An async handler raised ``CancelledError`` that Monque did not cause (a cancelled
+    library future, a task scope): the run counts as a failure, like any other error."""
+
+
+class OutcomeNotStoredError(MonqueError):
+    """A run's outcome could not be written at all (not a connection problem); a minimal
+    failure was recorded instead, or the lease left to expire."""
 
 
 class JobCancelledError(MonqueError):

@@ -39,6 +39,7 @@ class Events:
     WORKER_STARTED: Final = "worker:started"  # (): run()/run_sync() is processing
     CHANGE_STREAM_OPEN: Final = "changestream:open"  # (): a stream (re)opened; wake-ups on
     POLLING_FALLBACK: Final = "polling:fallback"  # (error): stream dropped or unsupported
+    CLOCK_SKEW: Final = "clock:skew"  # (seconds): this host's clock is off the server's
 
 
 class EventEmitter:

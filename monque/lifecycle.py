@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import traceback as _traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +17,16 @@ from monque.job import Job, JobStatus
 from monque.policy import RetryPolicy
 from monque.storage.jobs import LEASE_FIELDS
 
-__all__ = ["Outcome", "completion_update", "expiry", "failure_update", "new_document"]
+__all__ = [
+    "Outcome",
+    "cancelled_update",
+    "completion_update",
+    "describe_error",
+    "expiry",
+    "failure_update",
+    "new_document",
+    "storable_text",
+]
 
 Retention = Mapping[str, float] | None
 
@@ -29,6 +39,38 @@ def expiry(status: str, now: datetime, retention: Retention) -> dict[str, Any]:
 
 
 _MAX_TRACEBACK = 8_000
+_MAX_REASON = 16_000
+
+
+def storable_text(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` as BSON can store it: invalid text (lone surrogates, as ``os.fsdecode`` makes)
+    escaped, and at most ``limit`` characters (the head, or with ``keep_end`` the tail)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_end:
+        return f"[{cut} characters cut]\n" + text[-limit:]
+    return text[:limit] + f" [{cut} characters cut]"
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(failure reason, traceback) of a handler's error, always storable, even when the error's
+    own ``__str__`` raises."""
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<the error's message could not be read>"
+    try:
+        trace = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        trace = f"{name}: <the traceback could not be formatted>"
+    reason = f"{name}: {message}" if message else name
+    return (
+        storable_text(reason, _MAX_REASON),
+        storable_text(trace, _MAX_TRACEBACK, keep_end=True),
+    )
 
 
 def new_document(
@@ -124,9 +166,13 @@ def failure_update(
     ``permanent`` (a non-retryable error) skips the remaining attempts.
     """
     fail_count = job.fail_count + 1
-    fields: dict[str, Any] = {"failReason": reason, "updatedAt": now, "failedAt": now}
+    fields: dict[str, Any] = {
+        "failReason": storable_text(reason, _MAX_REASON),
+        "updatedAt": now,
+        "failedAt": now,
+    }
     if traceback is not None:
-        fields["failTraceback"] = traceback[-_MAX_TRACEBACK:]
+        fields["failTraceback"] = storable_text(traceback, _MAX_TRACEBACK, keep_end=True)
     upcoming = (
         next_run(job.repeat_interval, now, job.timezone)
         if job.repeat_interval is not None
@@ -154,3 +200,20 @@ def failure_update(
         **expiry(JobStatus.FAILED.value, now, retention),
     }
     return Outcome({"$set": fields, "$unset": LEASE_FIELDS}, False, None)
+
+
+def cancelled_update(now: datetime, retention: Retention = None) -> Outcome:
+    """A cancelled job: final (a recurring job's schedule stops until it is retried)."""
+    return Outcome(
+        {
+            "$set": {
+                "status": JobStatus.CANCELLED.value,
+                "cancelledAt": now,
+                "updatedAt": now,
+                **expiry(JobStatus.CANCELLED.value, now, retention),
+            },
+            "$unset": LEASE_FIELDS,
+        },
+        will_retry=False,
+        next_run_at=None,
+    )

@@ -42,7 +42,8 @@ class MonqueOptions:
         worker_concurrency: default jobs of one name running at once per instance (5).
         instance_concurrency: jobs running at once per instance over all names (None: no cap).
         lock_timeout: lease of a claimed job; heartbeats renew it (30 s).
-        heartbeat_interval: how often running jobs' leases are renewed (10 s).
+        heartbeat_interval: how often running jobs' leases are renewed (10 s); at most half
+            of ``lock_timeout``.
         recovery_interval: how often expired leases are swept back to pending (15 s).
         instance_id: this instance's owner token (host:pid:random by default).
         max_payload_size: largest job data in BSON bytes (None: MongoDB's 16 MiB).
@@ -126,10 +127,10 @@ class MonqueOptions:
             raise InvalidOptionError(f"backoff_jitter must be a number in [0, 1], got {jitter!r}")
         if self.max_backoff < self.backoff_base:
             raise InvalidOptionError("max_backoff must be >= backoff_base")
-        if self.heartbeat_interval >= self.lock_timeout:
+        if self.heartbeat_interval * 2 > self.lock_timeout:
             raise InvalidOptionError(
-                "heartbeat_interval must be shorter than lock_timeout, or leases expire "
-                "under running jobs"
+                "heartbeat_interval must be at most half of lock_timeout, so one slow or "
+                "failed renewal does not let a running job's lease expire"
             )
 
     @property

@@ -149,18 +149,17 @@ def test_result_writes_in_one_bulk_write_with_per_job_outcome(
     done = datetime.now(timezone.utc)
     update = {"$set": {"status": "completed", "updatedAt": done}, "$unset": ops.LEASE_FIELDS}
     listener.names.clear()
-    applied = drive(coll, ops.apply_transitions([(d["_id"], update) for d in docs], "me"))
-    assert applied == [True, False, True]
+    writes = [ops.OutcomeWrite(d["_id"], d["claimToken"], update) for d in docs]
+    applied = drive(coll, ops.apply_transitions(writes, "me"))
+    assert applied == [ops.APPLIED, ops.LOST, ops.APPLIED]
     assert listener.names == ["update", "find"]  # one bulk write; one read to settle the miss
     assert db.monque_jobs.find_one({"_id": lost})["claimedBy"] == "other"  # type: ignore[index]
     # All matched: the read is not needed.
     store(db, "b", 2)
     docs, _ = drive(coll, ops.claim_batch({"b": 2}, 2, "me", datetime.now(timezone.utc), 30))
     listener.names.clear()
-    assert drive(coll, ops.apply_transitions([(d["_id"], update) for d in docs], "me")) == [
-        True,
-        True,
-    ]
+    writes = [ops.OutcomeWrite(d["_id"], d["claimToken"], update) for d in docs]
+    assert drive(coll, ops.apply_transitions(writes, "me")) == [ops.APPLIED, ops.APPLIED]
     assert listener.names == ["update"]
 
 

@@ -12,8 +12,8 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.database import Database
 
 from monque import Events, Job, Monque, ShutdownTimeoutError
-from monque.processor import STOP_GRACE
 from monque.testing import fail_command
+from monque.worker.runtime import STOP_GRACE
 from tests.conftest import FAST, MakeMonque
 from tests.helpers import Recorder, eventually
 

@@ -27,8 +27,9 @@ Operation = Generator["Call", Any, R]
 
 @dataclass(frozen=True)
 class Call:
-    """A pymongo collection method call; ``find`` results are returned as a list, and the
-    pseudo-method ``aggregate_list`` runs ``aggregate`` and returns its documents."""
+    """A pymongo collection method call; ``find`` results are returned as a list, the
+    pseudo-method ``aggregate_list`` runs ``aggregate`` and returns its documents, and
+    ``command`` runs a database command (``hello``) on the collection's database."""
 
     method: str
     args: tuple[Any, ...] = ()
@@ -51,9 +52,11 @@ class JobCollection:
                 "this Monque was built on an async database handle; await the async methods "
                 "(the *_sync methods need a sync pymongo, motor or mongoengine handle)"
             )
+        sync = cast("Collection[dict[str, Any]]", self.collection)
         if call.method == "aggregate_list":
-            sync = cast("Collection[dict[str, Any]]", self.collection)
             return list(sync.aggregate(*call.args, **call.kwargs))
+        if call.method == "command":
+            return sync.database.command(*call.args, **call.kwargs)
         method = getattr(self.collection, call.method)
         result = method(*call.args, **call.kwargs)
         return list(result) if call.method == "find" else result
@@ -62,10 +65,12 @@ class JobCollection:
         if not self.is_async:
             # Sync driver off the event loop: the same trade motor makes for every call.
             return await asyncio.to_thread(self.call_sync, call)
+        native = cast("AsyncCollection[dict[str, Any]]", self.collection)
         if call.method == "aggregate_list":
-            native = cast("AsyncCollection[dict[str, Any]]", self.collection)
             cursor = await native.aggregate(*call.args, **call.kwargs)
             return await cursor.to_list()
+        if call.method == "command":
+            return await native.database.command(*call.args, **call.kwargs)
         method = getattr(self.collection, call.method)
         if call.method == "find":
             return await method(*call.args, **call.kwargs).to_list()

@@ -1,15 +1,18 @@
 """Job operations: the queries and updates, each written once for both drivers.
 
-Every transition of a claimed job filters on ``{_id, status: 'processing', claimedBy: owner}``:
-a worker that lost a job can never overwrite what the new owner wrote.
+Every claim writes a fresh ``claimToken``; every later write of that run (renewal, progress,
+outcome) filters on ``{_id, status: 'processing', claimedBy: owner, claimToken: token}``. A run
+that lost its job can never overwrite what a later claim wrote, even a later claim of the same
+instance.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
@@ -20,15 +23,21 @@ from monque.storage.calls import Call, Operation
 from monque.storage.indexes import ACTIVE
 
 __all__ = [
+    "APPLIED",
+    "CANCEL",
     "CLAIM_SORT",
     "LEASE_FIELDS",
+    "LOST",
+    "OutcomeWrite",
     "apply_transitions",
+    "cancel_requests",
     "claim",
     "claim_batch",
     "enqueue_unique",
     "find_expired",
     "insert_job",
     "insert_many",
+    "new_token",
     "next_due",
     "owned_filter",
     "owned_filter_many",
@@ -41,8 +50,24 @@ __all__ = [
 ]
 
 CLAIM_SORT = [("priority", -1), ("nextRunAt", 1)]
-# Cleared whenever a job stops being held by a worker.
-LEASE_FIELDS = {"lockedAt": "", "claimedBy": "", "lastHeartbeat": "", "lockExpiresAt": ""}
+# Cleared whenever a job stops being held by a worker, with the cancel request that run had.
+LEASE_FIELDS = {
+    "lockedAt": "",
+    "claimedBy": "",
+    "claimToken": "",
+    "lastHeartbeat": "",
+    "lockExpiresAt": "",
+    "cancelRequested": "",
+}
+# A job whose cancellation was requested is never claimed again.
+_NOT_CANCELLED = {"$ne": True}
+
+
+def new_token() -> str:
+    """A claim token: unique per claim, so a run is told apart from a later run of its job."""
+    return secrets.token_hex(8)
+
+
 # A unique upsert can lose a race to a concurrent insert, or find a job that completed between
 # its two steps; a few rounds always settle it.
 _UPSERT_ATTEMPTS = 5
@@ -139,13 +164,15 @@ def _due(names: Sequence[str], now: datetime) -> dict[str, Any]:
         "name": names[0] if len(names) == 1 else {"$in": list(names)},
         "status": JobStatus.PENDING.value,
         "nextRunAt": {"$lte": now},
+        "cancelRequested": _NOT_CANCELLED,
     }
 
 
-def _claim_fields(owner: str, now: datetime, lock_timeout: float) -> dict[str, Any]:
+def _claim_fields(owner: str, now: datetime, lock_timeout: float, token: str) -> dict[str, Any]:
     return {
         "status": JobStatus.PROCESSING.value,
         "claimedBy": owner,
+        "claimToken": token,
         "lockedAt": now,
         "lastHeartbeat": now,
         "lockExpiresAt": now + timedelta(seconds=lock_timeout),
@@ -160,19 +187,25 @@ def to_millis(when: datetime) -> datetime:
 
 
 def claim(
-    names: Sequence[str], owner: str, now: datetime, lock_timeout: float
+    names: Sequence[str], owner: str, now: datetime, lock_timeout: float, token: str | None = None
 ) -> Operation[dict[str, Any] | None]:
     """Atomically take the most urgent due job among ``names``."""
+    fields = _claim_fields(owner, now, lock_timeout, token or new_token())
     doc: dict[str, Any] | None = yield Call(
         "find_one_and_update",
-        (_due(names, now), {"$set": _claim_fields(owner, now, lock_timeout)}),
+        (_due(names, now), {"$set": fields}),
         {"sort": CLAIM_SORT, "return_document": ReturnDocument.AFTER},
     )
     return doc
 
 
 def claim_batch(
-    slots: Mapping[str, int], limit: int, owner: str, now: datetime, lock_timeout: float
+    slots: Mapping[str, int],
+    limit: int,
+    owner: str,
+    now: datetime,
+    lock_timeout: float,
+    token: str | None = None,
 ) -> Operation[tuple[list[dict[str, Any]], bool]]:
     """Take up to ``slots[name]`` due jobs of each name, ``limit`` in all, most urgent first.
 
@@ -182,14 +215,15 @@ def claim_batch(
     claim exactly those with one ``update_many`` guarded per document on ``updatedAt`` (so a
     job changed or taken in between is skipped, never run from a stale read) and on
     ``status``/``nextRunAt``. Only jobs the update really took are returned; none is started
-    before that write is acknowledged.
+    before that write is acknowledged. Every job of one call gets the same fresh claim token.
     """
+    token = token or new_token()
     names = [name for name, free in slots.items() if free > 0]
     wanted = sum(slots[name] for name in names)
     if wanted == 0 or limit < 1:
         return [], False
     if wanted == 1 or limit == 1:
-        doc = yield from claim(names, owner, now, lock_timeout)
+        doc = yield from claim(names, owner, now, lock_timeout, token)
         return ([], True) if doc is None else ([doc], False)
     now = to_millis(now)
     candidates: list[dict[str, Any]] = yield Call(
@@ -204,27 +238,29 @@ def claim_batch(
             chosen.append(doc)
     if not chosen:
         return [], exhausted
-    fields = _claim_fields(owner, now, lock_timeout)
+    fields = _claim_fields(owner, now, lock_timeout, token)
     guard = {
         "$or": [{"_id": doc["_id"], "updatedAt": doc.get("updatedAt")} for doc in chosen],
         "status": JobStatus.PENDING.value,
         "nextRunAt": {"$lte": now},
+        "cancelRequested": _NOT_CANCELLED,
     }
     ids = [doc["_id"] for doc in chosen]
+    batch = {
+        "_id": {"$in": ids},
+        "status": JobStatus.PROCESSING.value,
+        "claimedBy": owner,
+        "claimToken": token,
+    }
     try:
         result = yield Call("update_many", (guard, {"$set": fields}))
     except PyMongoError:
         # Unknown outcome: hand back whatever this batch may hold, then report the error.
         with contextlib.suppress(PyMongoError):
-            batch = {**owned_filter_many(ids, owner), "lockedAt": now}
-            yield Call("update_many", (batch, _release_update(now)))
+            yield from _hand_back(batch, now)
         raise
     if result.modified_count != len(chosen):
-        held: list[dict[str, Any]] = yield Call(
-            "find",
-            ({**owned_filter_many(ids, owner), "lockedAt": now},),
-            {"projection": {"_id": 1}},
-        )
+        held: list[dict[str, Any]] = yield Call("find", (batch,), {"projection": {"_id": 1}})
         taken = {doc["_id"] for doc in held}
         chosen = [doc for doc in chosen if doc["_id"] in taken]
     return [{**doc, **fields} for doc in chosen], exhausted
@@ -248,49 +284,103 @@ def next_due(names: Sequence[str]) -> Operation[datetime | None]:
     return due if due.tzinfo is not None else due.replace(tzinfo=timezone.utc)
 
 
-def owned_filter(job_id: ObjectId, owner: str) -> dict[str, Any]:
-    return {"_id": job_id, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
+def owned_filter(job_id: ObjectId, owner: str, token: str | None) -> dict[str, Any]:
+    """The job as held by one run: this owner's claim with this token (None: a claim written
+    before tokens existed)."""
+    return {
+        "_id": job_id,
+        "status": JobStatus.PROCESSING.value,
+        "claimedBy": owner,
+        "claimToken": token,
+    }
 
 
-def owned_filter_many(ids: Sequence[ObjectId], owner: str) -> dict[str, Any]:
-    return {"_id": {"$in": list(ids)}, "status": JobStatus.PROCESSING.value, "claimedBy": owner}
+def owned_filter_many(held: Sequence[tuple[ObjectId, str | None]], owner: str) -> dict[str, Any]:
+    return {
+        "$or": [{"_id": job_id, "claimToken": token} for job_id, token in held],
+        "status": JobStatus.PROCESSING.value,
+        "claimedBy": owner,
+    }
 
 
-def transition(job_id: ObjectId, owner: str, update: dict[str, Any]) -> Operation[bool]:
-    """Apply an owner-guarded update; False if this owner no longer holds the job."""
-    result = yield Call("update_one", (owned_filter(job_id, owner), update))
+def transition(
+    job_id: ObjectId, owner: str, token: str | None, update: dict[str, Any]
+) -> Operation[bool]:
+    """Apply an update guarded by one run's claim; False if that run no longer holds the job."""
+    result = yield Call("update_one", (owned_filter(job_id, owner, token), update))
     return bool(result.matched_count)
 
 
-def apply_transitions(
-    items: Sequence[tuple[ObjectId, dict[str, Any]]], owner: str
-) -> Operation[list[bool]]:
-    """Apply several owner-guarded updates in one unordered ``bulk_write``.
+APPLIED, LOST, CANCEL = "applied", "lost", "cancel"
 
-    Returns, per item, whether it was applied. When fewer matched than were sent (a job was
-    lost, or a retried batch was partly applied before), one read settles which: an applied
-    update left its own ``status`` and ``updatedAt`` (each update sets both) on the document.
+
+class OutcomeWrite(NamedTuple):
+    """One run's outcome: the update, guarded by the run's claim. With ``cancel_wins`` a
+    pending cancel request stops it (the answer is then ``CANCEL``: write the cancellation)."""
+
+    job_id: ObjectId
+    token: str | None
+    update: dict[str, Any]
+    cancel_wins: bool = True
+
+
+def _outcome_filter(item: OutcomeWrite, owner: str) -> dict[str, Any]:
+    flt = owned_filter(item.job_id, owner, item.token)
+    if item.cancel_wins:
+        flt["cancelRequested"] = _NOT_CANCELLED
+    return flt
+
+
+def apply_transitions(items: Sequence[OutcomeWrite], owner: str) -> Operation[list[str]]:
+    """Apply several runs' outcomes in one unordered ``bulk_write`` (one ``update_one`` for one).
+
+    Returns per item ``APPLIED``, ``LOST`` (the run no longer holds the job) or ``CANCEL`` (it
+    holds it, but a cancellation was requested meanwhile). When fewer matched than were sent,
+    one read settles which: an applied update left its own ``status`` and ``updatedAt`` (each
+    update sets both) on the document; a held one still has the run's token.
     """
     if len(items) == 1:
-        job_id, update = items[0]
-        applied = yield from transition(job_id, owner, update)
-        return [applied]
-    requests = [UpdateOne(owned_filter(job_id, owner), update) for job_id, update in items]
-    result = yield Call("bulk_write", (requests,), {"ordered": False})
-    if result.matched_count == len(items):
-        return [True] * len(items)
+        result = yield Call("update_one", (_outcome_filter(items[0], owner), items[0].update))
+        if result.matched_count:
+            return [APPLIED]
+    else:
+        requests = [UpdateOne(_outcome_filter(item, owner), item.update) for item in items]
+        result = yield Call("bulk_write", (requests,), {"ordered": False})
+        if result.matched_count == len(items):
+            return [APPLIED] * len(items)
     docs: list[dict[str, Any]] = yield Call(
         "find",
-        ({"_id": {"$in": [job_id for job_id, _ in items]}},),
-        {"projection": {"status": 1, "updatedAt": 1}},
+        ({"_id": {"$in": [item.job_id for item in items]}},),
+        {
+            "projection": {
+                "status": 1,
+                "updatedAt": 1,
+                "claimedBy": 1,
+                "claimToken": 1,
+                "cancelRequested": 1,
+            }
+        },
     )
     found = {doc["_id"]: doc for doc in docs}
-    return [_left_by(found.get(job_id), update) for job_id, update in items]
+    return [_settled(found.get(item.job_id), item, owner) for item in items]
 
 
-def _left_by(doc: dict[str, Any] | None, update: dict[str, Any]) -> bool:
+def _settled(doc: dict[str, Any] | None, item: OutcomeWrite, owner: str) -> str:
+    if doc is None:
+        return LOST
+    if _left_by(doc, item.update):
+        return APPLIED
+    held = (
+        doc.get("status") == JobStatus.PROCESSING.value
+        and doc.get("claimedBy") == owner
+        and doc.get("claimToken") == item.token
+    )
+    return CANCEL if held and doc.get("cancelRequested") is True else LOST
+
+
+def _left_by(doc: dict[str, Any], update: dict[str, Any]) -> bool:
     fields = update.get("$set", {})
-    if doc is None or doc.get("status") != fields.get("status"):
+    if doc.get("status") != fields.get("status"):
         return False
     stored, written = doc.get("updatedAt"), fields.get("updatedAt")
     if not isinstance(stored, datetime) or not isinstance(written, datetime):
@@ -305,56 +395,95 @@ def _utc_millis(when: datetime) -> datetime:
 
 
 def renew_leases(
-    ids: Sequence[ObjectId], owner: str, now: datetime, lock_timeout: float
-) -> Operation[tuple[list[ObjectId], list[ObjectId]]]:
-    """Extend the leases of the jobs this owner runs.
-
-    Returns (lost, cancel_requested): ids this owner no longer holds, and held ids whose
-    cancellation was requested (their leases are left to run out if the handler hangs).
-    """
-    flt = owned_filter_many(ids, owner)
+    held: Sequence[tuple[ObjectId, str | None]], owner: str, now: datetime, lock_timeout: float
+) -> Operation[list[tuple[ObjectId, str | None]]]:
+    """Extend the leases of the runs this owner holds; returns the runs whose claim is gone."""
+    flt = owned_filter_many(held, owner)
     update = {
         "$set": {"lastHeartbeat": now, "lockExpiresAt": now + timedelta(seconds=lock_timeout)}
     }
-    result = yield Call("update_many", ({**flt, "cancelRequested": {"$ne": True}}, update))
-    if result.matched_count == len(ids):
-        return [], []
+    result = yield Call("update_many", (flt, update))
+    if result.matched_count == len(held):
+        return []
     still: list[dict[str, Any]] = yield Call(
-        "find", (flt,), {"projection": {"_id": 1, "cancelRequested": 1}}
+        "find", (flt,), {"projection": {"_id": 1, "claimToken": 1}}
     )
-    held = {doc["_id"] for doc in still}
-    cancel = [doc["_id"] for doc in still if doc.get("cancelRequested")]
-    return [job_id for job_id in ids if job_id not in held], cancel
+    current = {(doc["_id"], doc.get("claimToken")) for doc in still}
+    return [run for run in held if run not in current]
+
+
+def cancel_requests(held: Sequence[tuple[ObjectId, str | None]]) -> Operation[list[ObjectId]]:
+    """Which of these runs' jobs have a cancellation request (one indexed read by ``_id``)."""
+    docs: list[dict[str, Any]] = yield Call(
+        "find",
+        (
+            {
+                "_id": {"$in": [job_id for job_id, _ in held]},
+                "cancelRequested": True,
+            },
+        ),
+        {"projection": {"_id": 1, "claimToken": 1}},
+    )
+    wanted = set(held)
+    return [doc["_id"] for doc in docs if (doc["_id"], doc.get("claimToken")) in wanted]
 
 
 def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:
+    """Expired leases, longest expired first (served by ``monque_leases``)."""
     flt = {"status": JobStatus.PROCESSING.value, "lockExpiresAt": {"$lt": now}}
-    docs: list[dict[str, Any]] = yield Call("find", (flt,), {"limit": limit})
+    docs: list[dict[str, Any]] = yield Call(
+        "find", (flt,), {"sort": [("lockExpiresAt", 1)], "limit": limit}
+    )
     return docs
 
 
 def _release_update(now: datetime) -> dict[str, Any]:
     # nextRunAt stays: a claimed job was due, so it keeps its place at the head of the queue.
-    return {
-        "$set": {"status": JobStatus.PENDING.value, "updatedAt": now},
-        "$unset": LEASE_FIELDS,
-    }
+    return {"$set": {"status": JobStatus.PENDING.value, "updatedAt": now}, "$unset": LEASE_FIELDS}
 
 
-def release(ids: Sequence[ObjectId], owner: str, now: datetime) -> Operation[int]:
-    """Hand running jobs back to pending (shutdown): no attempt is counted."""
-    result = yield Call("update_many", (owned_filter_many(ids, owner), _release_update(now)))
-    return int(result.modified_count)
+def _hand_back(flt: dict[str, Any], now: datetime) -> Operation[int]:
+    # A job whose cancellation was requested meanwhile is cancelled, never handed back.
+    cancelled = yield Call(
+        "update_many",
+        (
+            {**flt, "cancelRequested": True},
+            {
+                "$set": {
+                    "status": JobStatus.CANCELLED.value,
+                    "cancelledAt": now,
+                    "updatedAt": now,
+                },
+                "$unset": LEASE_FIELDS,
+            },
+        ),
+    )
+    result = yield Call("update_many", (flt, _release_update(now)))
+    return int(result.modified_count) + int(cancelled.modified_count)
+
+
+def release(
+    held: Sequence[tuple[ObjectId, str | None]], owner: str, now: datetime
+) -> Operation[int]:
+    """Hand running jobs back to pending (shutdown): no attempt is counted. A job whose
+    cancellation was requested is cancelled instead."""
+    return (yield from _hand_back(owned_filter_many(held, owner), now))
 
 
 def recover(
-    job_id: ObjectId, owner: str | None, now: datetime, update: dict[str, Any]
+    job_id: ObjectId,
+    owner: str | None,
+    token: str | None,
+    now: datetime,
+    update: dict[str, Any],
 ) -> Operation[bool]:
-    """Apply ``update`` to a job whose lease expired, unless its owner renewed it meanwhile."""
+    """Apply ``update`` to a job whose lease expired, unless that claim renewed it meanwhile
+    or the job was claimed again (another token)."""
     flt = {
         "_id": job_id,
         "status": JobStatus.PROCESSING.value,
         "claimedBy": owner,
+        "claimToken": token,
         "lockExpiresAt": {"$lt": now},
     }
     result = yield Call("update_one", (flt, update))

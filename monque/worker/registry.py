@@ -1,4 +1,8 @@
-"""Registered handlers: one ``WorkerDefinition`` per job name."""
+"""Registered handlers: one ``WorkerDefinition`` per job name, and the slots in use per name.
+
+Slots are counted per name, not per definition: replacing a handler while its jobs run keeps
+their slots counted, and each run gives its slot back by name when it ends.
+"""
 
 from __future__ import annotations
 
@@ -34,17 +38,13 @@ class WorkerDefinition:
     is_async: bool
     timeout: float | None = None
     policy: RetryPolicy | None = None  # None: the engine's
-    running: int = 0
-
-    @property
-    def has_free_slot(self) -> bool:
-        return self.running < self.concurrency
 
 
 class WorkerRegistry:
     def __init__(self, default_concurrency: int) -> None:
         self._default = default_concurrency
         self._workers: dict[str, WorkerDefinition] = {}
+        self._busy: dict[str, int] = {}
 
     def register(
         self,
@@ -77,9 +77,6 @@ class WorkerRegistry:
             timeout=timeout,
             policy=policy,
         )
-        previous = self._workers.get(name)
-        if previous is not None:
-            definition.running = previous.running
         self._workers[name] = definition
         return definition
 
@@ -115,9 +112,21 @@ class WorkerRegistry:
 
     def free_slots(self) -> dict[str, int]:
         """Free slots per name; names without one are left out."""
-        return {
-            d.name: d.concurrency - d.running for d in self._workers.values() if d.has_free_slot
-        }
+        free = {d.name: d.concurrency - self._busy.get(d.name, 0) for d in self._workers.values()}
+        return {name: n for name, n in free.items() if n > 0}
+
+    def acquire(self, name: str) -> None:
+        self._busy[name] = self._busy.get(name, 0) + 1
+
+    def release(self, name: str) -> None:
+        left = self._busy.get(name, 0) - 1
+        if left > 0:
+            self._busy[name] = left
+        else:
+            self._busy.pop(name, None)
+
+    def busy(self, name: str) -> int:
+        return self._busy.get(name, 0)
 
     @property
     def total_concurrency(self) -> int:

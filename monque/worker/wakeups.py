@@ -38,6 +38,10 @@ PIPELINE: list[dict[str, Any]] = [
                     "operationType": "update",
                     "updateDescription.updatedFields.nextRunAt": {"$exists": True},
                 },
+                {
+                    "operationType": "update",
+                    "updateDescription.updatedFields.cancelRequested": True,
+                },
                 {"operationType": {"$in": ["drop", "rename", "dropDatabase", "invalidate"]}},
             ]
         }
@@ -45,6 +49,8 @@ PIPELINE: list[dict[str, Any]] = [
     {
         "$project": {
             "operationType": 1,
+            "documentKey": 1,
+            "updateDescription.updatedFields.cancelRequested": 1,
             "fullDocument.name": 1,
             "fullDocument.nextRunAt": 1,
             "updateDescription.updatedFields.nextRunAt": 1,
@@ -109,7 +115,8 @@ class DueTimer:
 class ChangeWatcher:
     """Follows the change stream, resuming with its token after errors.
 
-    ``on_change(name, due)`` gets each relevant change; ``on_state(healthy, error)`` is called
+    ``on_change(name, due)`` gets each relevant change, ``on_cancel(job_id)`` each cancellation
+    request of a running job; ``on_state(healthy, error)`` is called
     each time a stream opens (True, None) and when one fails or is unavailable (False, error).
     ``run()`` returns only when change streams are unsupported by the server.
     """
@@ -120,9 +127,11 @@ class ChangeWatcher:
         on_change: Callable[[str | None, datetime | None], None],
         on_state: Callable[[bool, BaseException | None], None],
         max_await: float,
+        on_cancel: Callable[[Any], None] = lambda job_id: None,
     ) -> None:
         self._coll = collection
         self._on_change = on_change
+        self._on_cancel = on_cancel
         self._on_state = on_state
         self._max_await_ms = max(int(max_await * 1000), 1)
         self._token: Mapping[str, Any] | None = None
@@ -163,6 +172,12 @@ class ChangeWatcher:
                     self._token = None
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2**failures, _MAX_BACKOFF))
+            except Exception as exc:
+                # Not the stream's error but a bug or a surprise: the worker must poll at its
+                # short interval until the supervisor has this follower running again.
+                if not self.stopped:
+                    self._set_state(False, exc)
+                raise
 
     def _set_state(self, healthy: bool, error: BaseException | None) -> None:
         # Every (re)open is reported; a failure only with its error.
@@ -171,6 +186,10 @@ class ChangeWatcher:
             self._on_state(healthy, error)
 
     def _deliver(self, change: Mapping[str, Any]) -> None:
+        updated = (change.get("updateDescription") or {}).get("updatedFields") or {}
+        if updated.get("cancelRequested") is True:
+            self._on_cancel((change.get("documentKey") or {}).get("_id"))
+            return
         self._on_change(*due_time(change))
 
     def _ends(self, change: Mapping[str, Any] | None) -> bool:
