@@ -8,21 +8,47 @@ started by a wake-up, not by a poll. Skipped where the server has no change stre
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+import pytest_asyncio
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from monque import Events, Job, Monque
 from monque.lifecycle import new_document
 from monque.testing import fail_command
-from tests.conftest import MakeMonque
+from tests.conftest import FAST, MakeMonque
 from tests.helpers import Recorder
 
 SLOW_POLLS = {"poll_interval": 30, "stream_poll_interval": 30}
+# The worker under test has clients of its own, and failpoints name them: a stream of an
+# earlier test still ending its last getMore must not take the fault meant for this one.
+APP = "monque-stream-under-test"
+
+
+@pytest_asyncio.fixture
+async def isolated(mongodb_uri: str, mongo_db_name: str) -> AsyncIterator[MakeMonque]:
+    """Like ``make_monque``, on clients of its own named ``APP``."""
+    options: dict[str, Any] = {"appname": APP, "heartbeatFrequencyMS": 500}
+    sync_client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, **options)
+    async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, **options)
+    created: list[Monque] = []
+
+    def factory(handle: str = "async", **kwargs: Any) -> Monque:
+        client = async_client if handle == "async" else sync_client
+        monque = Monque(client[mongo_db_name], **{**FAST, **kwargs})
+        created.append(monque)
+        return monque
+
+    yield factory
+    for monque in created:
+        await monque.stop(timeout=2)
+    sync_client.close()
+    await async_client.close()
 
 
 @pytest.fixture
@@ -100,11 +126,12 @@ async def test_retry_after_backoff_is_woken_by_its_own_change(
 @pytest.mark.usefixtures("change_streams")
 async def test_dropped_stream_reopens_and_misses_nothing(
     make_monque: MakeMonque,
+    isolated: MakeMonque,
     mongo_client: MongoClient[dict[str, Any]],
     mongo_db: Database[dict[str, Any]],
     handle: str,
 ) -> None:
-    monque, events, started = await started_worker(make_monque, handle)
+    monque, events, started = await started_worker(isolated, handle)
     stored: list[Any] = []
 
     def store_while_down(error: BaseException) -> None:
@@ -115,7 +142,9 @@ async def test_dropped_stream_reopens_and_misses_nothing(
 
     monque.once(Events.POLLING_FALLBACK, store_while_down)
     # Not resumable (no labels): the driver gives up and the watcher reopens with its token.
-    with fail_command(mongo_client, ["getMore"], times=1, error_code=2, error_labels=[]):
+    with fail_command(
+        mongo_client, ["getMore"], times=1, error_code=2, error_labels=[], app_name=APP
+    ):
         producer = make_monque()
         await producer.enqueue("probe", "wakes the stream into the failpoint")
         await events.wait_for(Events.POLLING_FALLBACK, timeout=10)
@@ -130,6 +159,7 @@ async def test_dropped_stream_reopens_and_misses_nothing(
 )
 async def test_stream_open_errors(
     make_monque: MakeMonque,
+    isolated: MakeMonque,
     mongo_client: MongoClient[dict[str, Any]],
     request: pytest.FixtureRequest,
     code: int,
@@ -139,12 +169,14 @@ async def test_stream_open_errors(
     286 (ChangeStreamHistoryLost): reported, then a fresh stream without the token."""
     if reopens:
         request.getfixturevalue("change_streams")
-    monque = make_monque(**(SLOW_POLLS if reopens else {"poll_interval": 0.05}))
+    monque = isolated(**(SLOW_POLLS if reopens else {"poll_interval": 0.05}))
     events = Recorder().listen(
         monque, Events.POLLING_FALLBACK, Events.CHANGE_STREAM_OPEN, Events.JOB_COMPLETE
     )
     monque.worker("probe", lambda job: None)
-    with fail_command(mongo_client, ["aggregate"], times=1, error_code=code, error_labels=[]):
+    with fail_command(
+        mongo_client, ["aggregate"], times=1, error_code=code, error_labels=[], app_name=APP
+    ):
         await monque.start()
         ((error,),) = await events.wait_for(Events.POLLING_FALLBACK)
     assert getattr(error, "code", None) == code
@@ -204,14 +236,18 @@ async def test_a_failed_stream_resumes_after_its_token(
     mongo_db: Database[dict[str, Any]],
 ) -> None:
     listener = Aggregates()
-    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, event_listeners=[listener])
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        mongodb_uri, event_listeners=[listener], appname=APP
+    )
     try:
         monque = Monque(client[mongo_db.name], poll_interval=30, stream_poll_interval=30)
         events = Recorder().listen(monque, Events.CHANGE_STREAM_OPEN, Events.POLLING_FALLBACK)
         monque.worker("probe", lambda job: None)
         await monque.start()
         await events.wait_for(Events.CHANGE_STREAM_OPEN)
-        with fail_command(mongo_client, ["getMore"], times=1, error_code=2, error_labels=[]):
+        with fail_command(
+            mongo_client, ["getMore"], times=1, error_code=2, error_labels=[], app_name=APP
+        ):
             await Monque(mongo_db).enqueue("probe")  # wakes the stream into the failpoint
             await events.wait_for(Events.POLLING_FALLBACK, timeout=10)
         await events.wait_for(Events.CHANGE_STREAM_OPEN, 2, timeout=10)

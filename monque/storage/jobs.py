@@ -126,6 +126,12 @@ def upsert_schedule(doc: dict[str, Any]) -> Operation[tuple[dict[str, Any], bool
             )
         except DuplicateKeyError:
             continue
+        if stored is None:
+            # An upsert racing another one can come back empty on some servers: read what
+            # the winner stored, or try again.
+            stored = yield Call("find_one", (key,))
+            if stored is None:
+                continue
         return stored, stored["_id"] == doc["_id"]
     raise RuntimeError(f"schedule of {doc['name']!r} did not settle")  # pragma: no cover
 
@@ -229,13 +235,14 @@ def claim_batch(
     candidates: list[dict[str, Any]] = yield Call(
         "find", (_due(names, now),), {"sort": CLAIM_SORT, "limit": wanted}
     )
-    exhausted = len(candidates) < wanted
     left = {name: slots[name] for name in names}
     chosen: list[dict[str, Any]] = []
     for doc in candidates:
         if len(chosen) < limit and left.get(doc.get("name"), 0) > 0:  # type: ignore[arg-type]
             left[doc["name"]] -= 1
             chosen.append(doc)
+    # Ran out: every due job of these names was read, and none was left for want of a slot.
+    exhausted = len(candidates) < wanted and len(chosen) == len(candidates)
     if not chosen:
         return [], exhausted
     fields = _claim_fields(owner, now, lock_timeout, token)

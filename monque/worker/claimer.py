@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pymongo.errors import PyMongoError
 
@@ -27,11 +27,32 @@ _MAX_ERROR_BACKOFF = 30.0
 
 
 class Claimer:
+    """Claims for free slots.
+
+    Names found with nothing due are *quiet*: a freed slot of a busy name does not make the
+    claimer ask for them again (most registered names are idle at any moment, and asking costs
+    a read per batch). Anything that can make a job of theirs due clears them: a change-stream
+    event (for that name, or for an unknown one), the due timer, a job stored or retried by
+    this engine, and every poll.
+    """
+
     def __init__(self, runtime: WorkerRuntime) -> None:
         self._rt = runtime
         # After the queue ran dry, a wake-up is most likely one new job: take it in one round
         # trip, and batch only once more are due.
         self._drained = True
+        self._quiet: set[str] = set()
+        # Bumped by every stir: a read that started before a stir cannot mark names quiet (the
+        # job that caused the stir may have been stored after the read).
+        self._epoch = 0
+
+    def stir(self, name: str | None = None) -> None:
+        """A job of ``name`` (None: of any name) may have become due."""
+        self._epoch += 1
+        if name is None:
+            self._quiet.clear()
+        else:
+            self._quiet.discard(name)
 
     async def run(self) -> None:
         rt = self._rt
@@ -47,10 +68,13 @@ class Claimer:
             if failures:
                 delay = min(rt.options.poll_interval * 2 ** min(failures, 10), _MAX_ERROR_BACKOFF)
                 await _wait(rt.stopping, delay)
-            elif rt.streaming:
-                await _wait(rt.wake_event, rt.options.stream_poll_interval)
+                self.stir()
             else:
-                await _wait(rt.wake_event, rt.options.poll_interval)
+                interval = (
+                    rt.options.stream_poll_interval if rt.streaming else rt.options.poll_interval
+                )
+                if not await _wait(rt.wake_event, interval):
+                    self.stir()  # the poll: every name is asked again
 
     async def _fill_slots(self) -> None:
         """Claim for every free slot; when due jobs run out, arm the timer for the next one."""
@@ -65,9 +89,12 @@ class Claimer:
             limit = _CLAIM_BATCH if cap is None else min(cap - len(rt.runs), _CLAIM_BATCH)
             if single:
                 limit, single = min(limit, 1), False
-            slots = rt.registry.free_slots()
+            slots = {
+                n: free for n, free in rt.registry.free_slots().items() if n not in self._quiet
+            }
             if not slots or limit < 1:
                 return
+            epoch = self._epoch
             docs, exhausted = await rt.coll.run(
                 ops.claim_batch(
                     slots, limit, rt.options.instance_id, rt.clock.now(), rt.options.lock_timeout
@@ -77,7 +104,10 @@ class Claimer:
                 await rt.launch(doc)
             self._drained = exhausted
             if exhausted:
-                await self._arm_next_due(list(slots))
+                # Every due job of these names was read: those with slots left have none.
+                if epoch == self._epoch:
+                    self._quiet |= set(rt.registry.free_slots()) & set(slots)
+                await self._arm_next_due([d.name for d in rt.registry])
                 return
             # Nothing taken but more was due: other workers won those jobs; read again.
             races = 0 if docs else races + 1
@@ -95,6 +125,9 @@ class Claimer:
                 rt.timer.arm(due)
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> Any:
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """True if ``event`` was set, False if ``timeout`` passed first."""
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
+        return True
+    return False

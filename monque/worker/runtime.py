@@ -100,9 +100,14 @@ class WorkerRuntime:
             loop.call_soon_threadsafe(fn, *args)
 
     def wake(self) -> None:
-        """Look for work now instead of at the next poll (a job became due, a slot freed)."""
+        """Look for work now instead of at the next poll: a job of any name may be due."""
         if self.started:
-            self._call_on_loop(self.wake_event.set)
+            self._call_on_loop(self._stir, None)
+
+    def _stir(self, name: str | None) -> None:
+        if self.started:
+            self.claimer.stir(name)
+            self.wake_event.set()
 
     def wake_at(self, when: datetime) -> None:
         """Look for work when a job this instance just stored becomes due (before the poll)."""
@@ -151,9 +156,10 @@ class WorkerRuntime:
             )
         self.started = True
         self.writer = OutcomeWriter(self.coll, owner, self._write_failed)
-        self.timer = DueTimer(self.wake_event.set, self.clock.now)
+        self.timer = DueTimer(lambda: self._stir(None), self.clock.now)
         self.supervisor = Supervisor(self.report, self._fatal)
-        self.supervisor.spawn("claimer", Claimer(self).run)
+        self.claimer = Claimer(self)
+        self.supervisor.spawn("claimer", self.claimer.run)
         self.supervisor.spawn("writer", self.writer.run)
         self.supervisor.spawn("heartbeat", self.leases.heartbeat_loop)
         self.supervisor.spawn("cancel-check", self.leases.cancel_loop)
@@ -329,7 +335,8 @@ class WorkerRuntime:
             job._detach()
             self.registry.release(job.name)
             self.runs.discard(run)
-            self.wake()
+            if self.started:
+                self.wake_event.set()  # a slot freed: claim for it
 
     async def _await_handler(self, run: Run) -> BaseException | None:
         handler = run.handler
@@ -467,7 +474,7 @@ class WorkerRuntime:
         if name is not None and name not in self.registry:
             return
         if due is None:
-            self.wake_event.set()
+            self._stir(name)
         else:
             self.timer.arm(due)
 
@@ -478,7 +485,7 @@ class WorkerRuntime:
     def _on_stream_state(self, healthy: bool, error: BaseException | None) -> None:
         # Either way the claim loop looks now: for what was stored while the stream was down,
         # or to switch to the shorter poll interval at once.
-        self.wake_event.set()
+        self._stir(None)
         if healthy:
             self.events.emit(Events.CHANGE_STREAM_OPEN)
         else:

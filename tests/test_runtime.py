@@ -1,0 +1,594 @@
+"""The worker runtime's seams (issue 11): each test reproduces a defect the old runtime had.
+
+A run is its claim (token), every loop is supervised, outcomes never poison each other, time is
+the server's, cancel means cancel, sync handlers keep their slots, and the engine runs on any
+loop. Faults come from failpoints and real data; ``unittest.mock`` only makes a loop raise an
+error nothing else can produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from unittest import mock
+
+import pytest
+from bson import ObjectId
+from pymongo import MongoClient
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.database import Database
+
+from monque import Events, InvalidOptionError, Job, Monque
+from monque.lifecycle import new_document
+from monque.storage import jobs as storage_jobs
+from monque.storage.calls import JobCollection
+from monque.testing import fail_command
+from monque.worker.writer import OutcomeWriter
+from tests.conftest import FAST, MakeMonque
+from tests.helpers import Recorder, eventually
+
+
+def _doc(db: Database[dict[str, Any]], job_id: ObjectId) -> dict[str, Any]:
+    doc = db.monque_jobs.find_one({"_id": job_id})
+    assert doc is not None
+    return doc
+
+
+def _status(db: Database[dict[str, Any]], job_id: ObjectId) -> str | None:
+    doc = db.monque_jobs.find_one({"_id": job_id}, {"status": 1})
+    return None if doc is None else doc.get("status")
+
+
+# -- 1. a poisoned outcome never wedges the instance -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [os.fsdecode(b"report-\xff.csv"), "x" * 17_000_000],
+    ids=["lone-surrogate", "over-16MB"],
+)
+async def test_an_unstorable_failure_reason_does_not_wedge_the_worker(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], message: str
+) -> None:
+    monque = make_monque(worker_concurrency=1)
+    events = Recorder().listen(monque, Events.JOB_FAIL, Events.JOB_COMPLETE)
+
+    @monque.worker("bad", max_retries=1)
+    def bad(job: Job[Any]) -> None:
+        raise ValueError(message)
+
+    monque.worker("good", lambda job: None)
+    bad_job = await monque.now("bad")
+    await monque.start()
+    await events.wait_for(Events.JOB_FAIL)
+    good_job = await monque.now("good")
+    await eventually(lambda: _status(mongo_db, good_job.id) == "completed")
+    doc = _doc(mongo_db, bad_job.id)
+    assert doc["status"] == "failed"
+    assert doc["failReason"].startswith("ValueError: ")
+    assert len(doc["failReason"]) < 20_000, "the reason is capped"
+    if "\udcff" in message:
+        assert "\\udcff" in doc["failReason"], "invalid text is escaped, not dropped"
+    await eventually(lambda: not monque.running_jobs)
+
+
+async def test_an_unstorable_outcome_fails_alone_and_its_batch_is_written(
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    """The writer's own guarantee: one bad update in a batch costs only its own write."""
+    coll = JobCollection(mongo_db, "monque_jobs")
+    now = datetime.now(timezone.utc)
+    docs = [new_document("w", i, now=now, run_at=now) for i in range(3)]
+    mongo_db.monque_jobs.insert_many(docs)
+    claimed, _ = await coll.run(storage_jobs.claim_batch({"w": 3}, 3, "me", now, 30))
+    writer = OutcomeWriter(coll, "me", lambda exc, items: None)
+    flusher = asyncio.create_task(writer.run())
+
+    def update(value: Any) -> dict[str, Any]:
+        return {"$set": {"status": "completed", "updatedAt": now, "note": value}}
+
+    try:
+        results = await asyncio.gather(
+            *(
+                writer.write(
+                    storage_jobs.OutcomeWrite(
+                        d["_id"], d["claimToken"], update(object() if i == 1 else i)
+                    ),
+                    lambda: True,
+                )
+                for i, d in enumerate(claimed)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        flusher.cancel()
+    assert results[0] == results[2] == storage_jobs.APPLIED
+    assert isinstance(results[1], Exception)
+    statuses = [_status(mongo_db, d["_id"]) for d in claimed]
+    assert statuses == ["completed", "processing", "completed"]
+
+
+# -- 2. no loop dies silently ----------------------------------------------------------------------
+
+
+async def test_the_claim_loop_survives_an_unexpected_error(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    errors = Recorder().listen(monque, Events.JOB_ERROR)
+    ran = threading.Event()
+    monque.worker("work", lambda job: ran.set())
+    real = storage_jobs.claim_batch
+    calls = 0
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the claim path")
+        return real(*args, **kwargs)
+
+    with mock.patch.object(storage_jobs, "claim_batch", flaky):
+        await monque.start()
+        await errors.wait_for(Events.JOB_ERROR)
+        job = await monque.now("work")
+        await eventually(lambda: _status(mongo_db, job.id) == "completed")
+    ((error, _),) = errors.of(Events.JOB_ERROR)
+    assert "a bug in the claim path" in repr(error.__cause__ or error)
+
+
+async def test_a_crashed_stream_follower_falls_back_to_polling_and_reopens(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    # A 30 s safety poll: a job stored by another process is only found quickly if the
+    # worker knows its stream is gone (short poll) or has it open again.
+    monque = make_monque(stream_poll_interval=30)
+    events = Recorder().listen(monque, Events.JOB_ERROR, Events.CHANGE_STREAM_OPEN)
+    monque.worker("work", lambda job: None)
+    real = AsyncChangeStream.try_next
+    calls = 0
+
+    async def flaky(self: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a surprise in the stream follower")
+        return await real(self)
+
+    with mock.patch.object(AsyncChangeStream, "try_next", flaky):
+        await monque.start()
+        await events.wait_for(Events.JOB_ERROR)
+        now = datetime.now(timezone.utc)
+        doc = new_document("work", None, now=now, run_at=now)
+        mongo_db.monque_jobs.insert_one(doc)  # another process enqueues
+        await eventually(lambda: _status(mongo_db, doc["_id"]) == "completed", timeout=5)
+        await events.wait_for(Events.CHANGE_STREAM_OPEN, 2)
+
+
+# -- 3. a run is its claim, not its job id ---------------------------------------------------------
+
+
+async def test_a_lost_run_cannot_write_over_a_later_claim_of_the_same_instance(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque(heartbeat_interval=0.1, worker_concurrency=2)
+    events = Recorder().listen(monque, Events.JOB_LOST, Events.JOB_COMPLETE)
+    starts: list[int] = []
+    release = [threading.Event(), threading.Event()]
+
+    @monque.worker("slow")
+    def slow(job: Job[Any]) -> None:
+        run = len(starts)
+        starts.append(run)
+        release[run].wait(10)  # ignores should_stop, as a blocking call would
+
+    job = await monque.now("slow")
+    await monque.start()
+    await eventually(lambda: starts == [0])
+    # Recovery elsewhere took the job back; this same instance claims it again.
+    mongo_db.monque_jobs.update_one(
+        {"_id": job.id},
+        {"$set": {"status": "pending"}, "$unset": {"claimedBy": "", "claimToken": ""}},
+    )
+    await events.wait_for(Events.JOB_LOST)
+    await eventually(lambda: starts == [0, 1])
+    release[0].set()  # the lost run ends: its result must be discarded
+    await eventually(lambda: len(monque.running_jobs) == 1)
+    doc = _doc(mongo_db, job.id)
+    assert doc["status"] == "processing" and doc["claimedBy"] == monque.instance_id
+    await asyncio.sleep(0.3)  # several heartbeats: the second run keeps its lease
+    assert _status(mongo_db, job.id) == "processing"
+    release[1].set()
+    await events.wait_for(Events.JOB_COMPLETE)
+    assert _status(mongo_db, job.id) == "completed"
+    assert len(events.of(Events.JOB_LOST)) == 1 and len(events.of(Events.JOB_COMPLETE)) == 1
+
+
+async def test_completed_jobs_are_never_reported_lost(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """Heartbeats racing completion writes made the old runtime report finished jobs lost."""
+    engines = [make_monque(heartbeat_interval=0.05, lock_timeout=1.0) for _ in range(2)]
+    lost = Recorder()
+    for monque in engines:
+        lost.listen(monque, Events.JOB_LOST)
+        monque.worker("quick", lambda job: threading.Event().wait(0.01))
+    await engines[0].enqueue_many([("quick", i) for i in range(200)])
+    await asyncio.gather(*(m.start() for m in engines))
+    await eventually(
+        lambda: mongo_db.monque_jobs.count_documents({"status": "completed"}) == 200, timeout=60
+    )
+    assert not lost.events
+
+
+# -- 4. server time --------------------------------------------------------------------------------
+
+
+def _ahead(seconds: float) -> Any:
+    def clock() -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+    return clock
+
+
+async def test_a_host_whose_clock_runs_ahead_takes_no_healthy_job(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    healthy = make_monque(lock_timeout=1.0, heartbeat_interval=0.2)
+    skewed = make_monque(lock_timeout=1.0, heartbeat_interval=0.2, clock=_ahead(25))
+    events = Recorder().listen(skewed, Events.JOB_RECOVERED, Events.CLOCK_SKEW)
+    runs: list[str] = []
+
+    @healthy.worker("long")
+    async def long(job: Job[Any]) -> None:
+        runs.append("healthy")
+        await asyncio.sleep(2.5)
+
+    job = await healthy.now("long")
+    await healthy.start()
+    await eventually(lambda: runs)
+    await skewed.start()  # sweeps every 0.2 s with a clock 25 s ahead
+    await eventually(lambda: _status(mongo_db, job.id) == "completed", timeout=10)
+    assert runs == ["healthy"] and not events.of(Events.JOB_RECOVERED)
+    ((offset,),) = events.of(Events.CLOCK_SKEW)
+    assert 24 < offset < 26
+
+
+async def test_a_host_whose_clock_runs_ahead_never_starts_a_delayed_job_early(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    skewed = make_monque(clock=_ahead(25))
+    started: list[float] = []
+    skewed.worker("later", lambda job: started.append(time.monotonic()))
+    await skewed.start()
+    began = time.monotonic()
+    await skewed.enqueue("later", delay=1.5)
+    await eventually(lambda: started, timeout=10)
+    assert started[0] - began >= 1.4, "not before its due time"
+    stored = _doc(mongo_db, mongo_db.monque_jobs.find_one()["_id"])  # type: ignore[index]
+    created = stored["createdAt"].replace(tzinfo=timezone.utc)
+    assert abs((created - datetime.now(timezone.utc)).total_seconds()) < 5, "server time"
+
+
+# -- 5. cancel means cancel ------------------------------------------------------------------------
+
+
+async def test_cancel_of_a_handler_that_ignores_it_ends_the_job_and_never_reruns_it(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    events = Recorder().listen(monque, Events.JOB_CANCELLED, Events.JOB_RECOVERED)
+    runs: list[int] = []
+    release = threading.Event()
+
+    @monque.worker("stubborn")
+    def stubborn(job: Job[Any]) -> None:
+        runs.append(1)
+        release.wait(10)  # never looks at should_stop
+
+    job = await monque.now("stubborn")
+    await monque.start()
+    await eventually(lambda: runs)
+    began = time.monotonic()
+    await monque.cancel_job(job.id)
+    await events.wait_for(Events.JOB_CANCELLED)
+    assert time.monotonic() - began < 2.5, "a cancel lands within about a second"
+    await asyncio.sleep(2.5)  # past the lease and several recovery sweeps
+    doc = _doc(mongo_db, job.id)
+    assert doc["status"] == "cancelled" and doc["failCount"] == 0
+    assert "cancelRequested" not in doc and "claimedBy" not in doc
+    assert runs == [1] and not events.of(Events.JOB_RECOVERED)
+    assert [r.state.value for r in monque.runs] == ["cancelled"], "still holds its slot"
+    release.set()
+    await eventually(lambda: not monque.runs)
+
+
+@pytest.mark.parametrize("outcome", ["fails", "succeeds"])
+async def test_a_cancel_landing_just_before_the_run_ends(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], outcome: str
+) -> None:
+    """The run ends before any check saw the request: a failure is not retried but cancelled;
+    a one-off job that did its work is completed."""
+    monque = make_monque(heartbeat_interval=5, lock_timeout=30)
+    go = threading.Event()
+    runs: list[int] = []
+
+    @monque.worker("short")
+    def short(job: Job[Any]) -> None:
+        runs.append(1)
+        go.wait(10)
+        if outcome == "fails":
+            raise RuntimeError("failed after the cancel request")
+
+    job = await monque.now("short")
+    await monque.start()
+    await eventually(lambda: runs)
+    await monque.cancel_job(job.id)
+    go.set()
+    await eventually(lambda: not monque.running_jobs)
+    await asyncio.sleep(0.3)
+    doc = _doc(mongo_db, job.id)
+    expected = "cancelled" if outcome == "fails" else "completed"
+    assert doc["status"] == expected and doc["failCount"] == 0
+    assert "cancelRequested" not in doc
+    assert runs == [1]
+
+
+async def test_a_cancel_during_a_run_of_a_recurring_job_stops_its_schedule_at_once(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque(heartbeat_interval=5, lock_timeout=30)
+    go = threading.Event()
+    runs: list[int] = []
+
+    @monque.worker("tick")
+    def tick(job: Job[Any]) -> None:
+        runs.append(1)
+        go.wait(10)
+
+    job = await monque.schedule("* * * * *", "tick")
+    mongo_db.monque_jobs.update_one(
+        {"_id": job.id}, {"$set": {"nextRunAt": datetime.now(timezone.utc)}}
+    )
+    await monque.start()
+    await eventually(lambda: runs)
+    await monque.cancel_job(job.id)
+    go.set()
+    await eventually(lambda: not monque.running_jobs)
+    await asyncio.sleep(0.3)
+    doc = _doc(mongo_db, job.id)
+    assert doc["status"] == "cancelled" and "cancelRequested" not in doc
+
+
+async def test_a_cancel_while_the_outcome_write_is_in_flight_is_kept(
+    make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]], mongo_db: Any
+) -> None:
+    monque = make_monque(heartbeat_interval=5, lock_timeout=30)
+    events = Recorder().listen(monque, Events.JOB_CANCELLED, Events.JOB_FAIL)
+    runs: list[int] = []
+
+    @monque.worker("failing")
+    async def failing(job: Job[Any]) -> None:
+        runs.append(1)
+        raise RuntimeError("boom")
+
+    job = await monque.now("failing")
+    with fail_command(mongo_client, ["update"], times=1, block_ms=1500):
+        await monque.start()
+        await eventually(lambda: runs)
+        await monque.cancel_job(job.id)  # findAndModify: not blocked
+        await events.wait_for(Events.JOB_CANCELLED)
+    doc = _doc(mongo_db, job.id)
+    assert doc["status"] == "cancelled" and "cancelRequested" not in doc
+    assert not events.of(Events.JOB_FAIL) and runs == [1]
+
+
+async def test_a_cancel_reaches_the_handler_within_about_a_second(
+    make_monque: MakeMonque,
+) -> None:
+    monque = make_monque(heartbeat_interval=10, lock_timeout=30)
+    saw = threading.Event()
+    started = threading.Event()
+
+    @monque.worker("cooperative")
+    def cooperative(job: Job[Any]) -> None:
+        started.set()
+        while not job.should_stop:
+            threading.Event().wait(0.01)
+        saw.set()
+
+    job = await monque.now("cooperative")
+    await monque.start()
+    await eventually(started.is_set)
+    began = time.monotonic()
+    await monque.cancel_job(job.id)
+    await eventually(saw.is_set, timeout=5)
+    assert time.monotonic() - began < 2.0
+
+
+# -- 6. a CancelledError Monque did not cause is a failure -----------------------------------------
+
+
+async def test_an_unrequested_cancelled_error_fails_the_run(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    events = Recorder().listen(monque, Events.JOB_FAIL)
+
+    @monque.worker("scoped", max_retries=1)
+    async def scoped(job: Job[Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future  # a library's cancelled future
+
+    job = await monque.now("scoped")
+    await monque.start()
+    ((_, error, will_retry),) = await events.wait_for(Events.JOB_FAIL)
+    assert "CancelledError" in str(error) and not will_retry
+    doc = _doc(mongo_db, job.id)
+    assert doc["status"] == "failed" and "CancelledError" in doc["failReason"]
+
+
+# -- 7. sync handlers and timeouts -----------------------------------------------------------------
+
+
+async def test_a_timed_out_sync_handler_keeps_its_slot_and_the_next_job_is_not_failed(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    release = threading.Event()
+    ran: list[str] = []
+
+    @monque.worker("sync", concurrency=1, timeout=0.3, backoff_base=3600)
+    def handler(job: Job[Any]) -> None:
+        ran.append(job.data)
+        if job.data == "stuck":
+            release.wait(10)
+
+    stuck = await monque.now("sync", "stuck")
+    await monque.start()
+    await eventually(lambda: _doc(mongo_db, stuck.id)["failCount"] == 1)
+    healthy = await monque.now("sync", "healthy")
+    await asyncio.sleep(0.5)
+    assert ran == ["stuck"], "the slot is still taken by the timed-out run"
+    assert [r.state.value for r in monque.runs] == ["timed-out"]
+    release.set()
+    await eventually(lambda: _status(mongo_db, healthy.id) == "completed")
+    assert _doc(mongo_db, healthy.id)["failCount"] == 0
+    assert ran == ["stuck", "healthy"]
+
+
+# -- 8. any loop, any thread -----------------------------------------------------------------------
+
+
+def test_the_engine_starts_again_on_a_new_event_loop(mongo_db: Database[dict[str, Any]]) -> None:
+    monque = Monque(mongo_db, **FAST)
+    done: list[Any] = []
+    monque.worker("x", lambda job: done.append(job.data))
+
+    async def cycle(n: int) -> None:
+        await monque.start()
+        # Not a synchronisation: the job must arrive while the claim loop waits on this
+        # loop (the old runtime's wake-up event was bound to the first loop there).
+        await asyncio.sleep(0.3)
+        await monque.enqueue("x", n)
+        await eventually(lambda: n in done, timeout=5)
+        await monque.stop()
+
+    asyncio.run(cycle(1))
+    asyncio.run(cycle(2))  # a second run_sync, a new pytest loop, a re-initialized container
+    assert done == [1, 2]
+
+
+def test_a_delayed_job_stored_from_another_thread_wakes_the_worker_on_time(
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    monque = Monque(mongo_db, **{**FAST, "stream_poll_interval": 30})
+    started = threading.Event()
+    monque.worker("soon", lambda job: started.set())
+    opened = threading.Event()
+    monque.on(Events.CHANGE_STREAM_OPEN, lambda: opened.set())
+    worker = threading.Thread(target=monque.run_sync, kwargs={"handle_signals": False})
+    worker.start()
+    try:
+        assert opened.wait(10)
+        began = time.monotonic()
+        asyncio.run(monque.enqueue("soon", delay=0.5))  # the async face on the caller's loop
+        assert started.wait(5), "the due timer fired on the worker's loop"
+        assert time.monotonic() - began < 3
+    finally:
+        monque.request_stop()
+        worker.join(15)
+    assert not worker.is_alive()
+
+
+# -- 9. the smaller ones ---------------------------------------------------------------------------
+
+
+def _orphan(db: Database[dict[str, Any]], name: Any, **extra: Any) -> ObjectId:
+    now = datetime.now(timezone.utc)
+    doc = new_document("x", None, now=now, run_at=now - timedelta(minutes=1))
+    doc |= {
+        "name": name,
+        "status": "processing",
+        "claimedBy": "dead-worker",
+        "lockedAt": now - timedelta(minutes=1),
+        "lockExpiresAt": now - timedelta(seconds=5),
+        **extra,
+    }
+    db.monque_jobs.insert_one(doc)
+    job_id: ObjectId = doc["_id"]
+    return job_id
+
+
+async def test_recovery_applies_the_workers_retry_policy(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    events = Recorder().listen(monque, Events.JOB_RECOVERED)
+    ran: list[Any] = []
+    monque.worker("once", lambda job: ran.append(job.id), max_retries=1)
+    job_id = _orphan(mongo_db, "once")
+    await monque.start()
+    await events.wait_for(Events.JOB_RECOVERED)
+    doc = _doc(mongo_db, job_id)
+    assert doc["status"] == "failed" and doc["failCount"] == 1
+    assert not ran
+
+
+async def test_replacing_a_handler_while_its_job_runs_frees_the_slot(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    go = threading.Event()
+    ran: list[str] = []
+
+    def first(job: Job[Any]) -> None:
+        ran.append("first")
+        go.wait(10)
+
+    monque.worker("one", first, concurrency=1)
+    await monque.now("one")
+    await monque.start()
+    await eventually(lambda: ran)
+    monque.worker("one", lambda job: ran.append("second"), concurrency=1, replace=True)
+    go.set()
+    later = await monque.now("one")
+    await eventually(lambda: _status(mongo_db, later.id) == "completed")
+    assert ran == ["first", "second"]
+
+
+def test_a_heartbeat_too_close_to_the_lease_is_refused(mongo_db: Database[dict[str, Any]]) -> None:
+    with pytest.raises(InvalidOptionError, match="half of lock_timeout"):
+        Monque(mongo_db, lock_timeout=1.0, heartbeat_interval=0.9)
+
+
+async def test_poison_documents_do_not_starve_recovery(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    errors = Recorder().listen(monque, Events.JOB_ERROR)
+    recovered = Recorder().listen(monque, Events.JOB_RECOVERED)
+    for i in range(120):  # malformed: a number as name; they expired first
+        _orphan(mongo_db, i, lockExpiresAt=datetime.now(timezone.utc) - timedelta(hours=1))
+    valid = _orphan(mongo_db, "valid")
+    await monque.start()
+    await recovered.wait_for(Events.JOB_RECOVERED, timeout=15)
+    assert _doc(mongo_db, valid)["status"] == "pending"
+    assert mongo_db.monque_jobs.count_documents({"status": "failed"}) == 120, "parked"
+    assert len(errors.of(Events.JOB_ERROR)) == 120, "each reported once"
+
+
+async def test_concurrent_schedules_of_one_job_never_crash(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """Three containers booting together each schedule the same recurring job."""
+    engines = [make_monque() for _ in range(3)]
+    for round_ in range(10):
+        name = f"nightly-{round_}"
+        await asyncio.gather(*(m.schedule("0 3 * * *", name) for m in engines))
+        assert mongo_db.monque_jobs.count_documents({"name": name}) == 1
