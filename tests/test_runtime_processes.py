@@ -5,28 +5,52 @@ a stop with a handler that never returns, and a second Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import json
 import os
-import shutil
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.database import Database
 
-from monque import Events, Job
+from monque import Events, Job, JobStateError, Monque
 from tests.conftest import MakeMonque
 from tests.helpers import Recorder, eventually
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKETIME = shutil.which("faketime")
+# Debian's faketime package: the library is preloaded into the worker's own process (the
+# faketime command forks, so signals sent to it would not reach the worker).
+FAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+
+def _skewed(env: dict[str, str], seconds: int = 25) -> dict[str, str]:
+    assert FAKETIME is not None
+    return {**env, "LD_PRELOAD": FAKETIME, "FAKETIME": f"+{seconds}s"}
+
+
+def _end(proc: subprocess.Popen[bytes] | None, *, graceful: bool = True) -> None:
+    """Stop a worker process: SIGTERM, then SIGKILL after 20 s. Under libfaketime 0.9.10 the
+    monotonic clock is shifted too and threads' timed waits overrun, so a skewed worker is
+    killed outright."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -65,14 +89,11 @@ async def test_a_worker_whose_host_clock_is_25s_ahead(
         "heartbeat_interval": 0.5,
         "recovery_interval": 0.2,
     }
-    env = _env(
-        MONQUE_TEST_OPTIONS=json.dumps(options),
-        MONQUE_TEST_WORK="0.01",
-    )
+    env = _skewed(_env(MONQUE_TEST_OPTIONS=json.dumps(options), MONQUE_TEST_WORK="0.01"))
     # libfaketime 0.9.10 also shifts the monotonic clock (FAKETIME_DONT_FAKE_MONOTONIC=1 makes
     # Python's time.sleep fail there), so the skewed worker is asyncio-only: see async_worker.
     proc = _spawn(
-        [FAKETIME, "-f", "+25s", sys.executable, "-m", "tests.procs.async_worker"],
+        [sys.executable, "-m", "tests.procs.async_worker"],
         [mongodb_uri, mongo_db.name, "skewed"],
         env,
     )
@@ -100,8 +121,7 @@ async def test_a_worker_whose_host_clock_is_25s_ahead(
         )
         assert time.monotonic() - began >= 2.9
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        _end(proc, graceful=False)
 
 
 @pytest.mark.timeout(60)
@@ -148,3 +168,116 @@ def test_a_second_sigint_forces_the_stop(
     assert b"waiting up to 30s for 1 running job(s)" in err
     job = mongo_db.monque_jobs.find_one()
     assert job is not None and job["status"] == "pending", "handed back"
+
+
+SOAK_OPTIONS = {
+    "poll_interval": 0.05,
+    "lock_timeout": 6.0,
+    "heartbeat_interval": 0.5,
+    "recovery_interval": 0.5,
+    "worker_concurrency": 2,
+    "backoff_base": 0.1,
+}
+
+
+def _soak_worker(uri: str, db_name: str, instance_id: str, skewed: bool) -> subprocess.Popen[bytes]:
+    env = _env(MONQUE_TEST_OPTIONS=json.dumps(SOAK_OPTIONS), MONQUE_TEST_WORK="0.05")
+    if skewed:
+        env = _skewed(env)
+        command = [sys.executable, "-m", "tests.procs.async_worker"]
+    else:
+        command = [sys.executable, "-m", "tests.procs.worker"]
+    proc = _spawn(command, [uri, db_name, instance_id], env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+@pytest.mark.timeout(900)
+async def test_soak_two_thousand_jobs_with_skew_cancels_and_a_crash(
+    mongodb_uri: str, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """Two worker processes, one of them 25 s ahead (where faketime exists), random cancels
+    of running jobs and one SIGKILL: every job ends completed or (as requested) cancelled; no
+    handler runs twice except those in flight in the killed process; nothing fails."""
+    total, batch = int(os.environ.get("MONQUE_SOAK_JOBS", "2000")), 100
+    rng = random.Random(11)
+    report_at = time.monotonic() + 10
+    producer = Monque(mongo_db)
+    final: dict[Any, dict[str, Any]] = {}
+    requested: set[Any] = set()
+    enqueued = 0
+    in_flight: set[Any] = set()
+    killed = False
+    deadline = time.monotonic() + 840
+    plain = _soak_worker(mongodb_uri, mongo_db.name, "plain", skewed=False)
+    other = _soak_worker(mongodb_uri, mongo_db.name, "skewed", skewed=FAKETIME is not None)
+    replacement: subprocess.Popen[bytes] | None = None
+    try:
+        while len(final) < total:
+            assert time.monotonic() < deadline, f"{len(final)} of {total} finished in time"
+            # Top the backlog up and move finished jobs out, as retention would: the embedded
+            # server's claims slow down with the collection's size (see test_processes).
+            if (
+                enqueued < total
+                and mongo_db.monque_jobs.count_documents({"status": "pending"}) < batch // 2
+            ):
+                producer.enqueue_many_sync(
+                    [("proc-job", {"i": i}) for i in range(enqueued, enqueued + batch)]
+                )
+                enqueued += batch
+            running = [d["_id"] for d in mongo_db.monque_jobs.find({"status": "processing"})]
+            if running and rng.random() < 0.6:
+                target = rng.choice(running)
+                with contextlib.suppress(JobStateError):  # it finished meanwhile
+                    if (await producer.cancel_job(target)).status.value == "processing":
+                        requested.add(target)
+            if not killed and len(final) > total // 3:
+                held = {
+                    d["_id"]
+                    for d in mongo_db.monque_jobs.find(
+                        {"status": "processing", "claimedBy": "plain"}, {"_id": 1}
+                    )
+                }
+                if held:
+                    plain.send_signal(signal.SIGKILL)
+                    plain.wait(10)
+                    in_flight = held | {
+                        d["_id"]
+                        for d in mongo_db.monque_jobs.find(
+                            {"status": "processing", "claimedBy": "plain"}, {"_id": 1}
+                        )
+                    }
+                    killed = True
+                    replacement = _soak_worker(mongodb_uri, mongo_db.name, "plain-2", False)
+            for doc in mongo_db.monque_jobs.find(
+                {"status": {"$in": ["completed", "cancelled", "failed"]}}
+            ):
+                assert doc["_id"] not in final, "a job finished twice"
+                final[doc["_id"]] = doc
+                mongo_db.monque_jobs.delete_one({"_id": doc["_id"]})
+            if time.monotonic() > report_at:
+                report_at = time.monotonic() + 10
+                print(f"soak: {len(final)} of {total} finished", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.2)
+    finally:
+        _end(other, graceful=FAKETIME is None)
+        _end(plain)
+        _end(replacement)
+    assert killed and in_flight, "the SIGKILL landed while the process held jobs"
+    statuses = Counter(doc["status"] for doc in final.values())
+    cancelled = {job for job, doc in final.items() if doc["status"] == "cancelled"}
+    assert statuses["failed"] == 0, "no job failed: no handler failed"
+    assert cancelled <= requested, "only jobs whose cancel was requested are cancelled"
+    assert statuses["completed"] + statuses["cancelled"] == total
+    assert all(doc["failCount"] == 0 for job, doc in final.items() if job not in in_flight)
+    starts = Counter(r["job"] for r in mongo_db.runs.find({"phase": "start"}))
+    twice = {job for job, n in starts.items() if n > 1}
+    assert twice <= in_flight, "only handlers in flight in the killed process ran twice"
+    completed = {job for job, doc in final.items() if doc["status"] == "completed"}
+    ends = Counter(r["job"] for r in mongo_db.runs.find({"phase": "end"}))
+    assert completed <= set(ends), "every completed job's handler ran to its end"
+    print(
+        f"soak: {statuses['completed']} completed, {statuses['cancelled']} cancelled "
+        f"({len(requested)} requested), {len(in_flight)} in flight at the SIGKILL, "
+        f"{len(twice)} ran twice, skewed worker: {FAKETIME is not None}"
+    )

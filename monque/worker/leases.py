@@ -95,18 +95,17 @@ class LeaseKeeper:
 
     async def heartbeat(self) -> None:
         rt = self._rt
-        await self.measure_clock()
         owner, lease = rt.options.instance_id, rt.options.lock_timeout
-        await rt.instances.run(instances.renew(owner, rt.clock.now(), lease))
         held = [run for run in rt.runs if run.renewable]
-        if not held:
-            return
-        keys = [run.key for run in held]
-        lost = set(await rt.coll.run(ops.renew_leases(keys, owner, rt.clock.now(), lease)))
-        for run in held:
-            # A finishing run's outcome write decides for itself: it may have just applied.
-            if run.key in lost and run.state is RunState.RUNNING:
-                rt.lose(run)
+        if held:  # the leases first: nothing else here is as urgent
+            keys = [run.key for run in held]
+            lost = set(await rt.coll.run(ops.renew_leases(keys, owner, rt.clock.now(), lease)))
+            for run in held:
+                # A finishing run's outcome write decides for itself: it may have just applied.
+                if run.key in lost and run.state is RunState.RUNNING:
+                    rt.lose(run)
+        await rt.instances.run(instances.renew(owner, rt.clock.now(), lease))
+        await self.measure_clock()
 
     async def check_cancellations(self) -> None:
         rt = self._rt

@@ -8,6 +8,7 @@ change-stream follower run under one ``Supervisor``. See ``docs/runtime.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -97,7 +98,8 @@ class WorkerRuntime:
         if same:
             fn(*args)
         else:
-            loop.call_soon_threadsafe(fn, *args)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to wake
+                loop.call_soon_threadsafe(fn, *args)
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll: a job of any name may be due."""
@@ -268,7 +270,15 @@ class WorkerRuntime:
                 run.handler.cancel()  # a thread cannot be stopped: stop waiting for it
         tasks = [run.task for run in stuck if run.task is not None]
         await self._settle(tasks, until - loop.time(), "job")
-        self.report(ShutdownTimeoutError(timeout, [run.job.id for run in stuck]))
+        if held:
+            self.report(ShutdownTimeoutError(timeout, [run.job.id for run in held]))
+        for run in stuck:
+            if run not in held:  # its outcome (timed out, cancelled) was written already
+                log.warning(
+                    "the handler of job %s (%s) had not returned at shutdown; left",
+                    run.job.id,
+                    run.name,
+                )
 
     def _fatal(self, error: LoopCrashedError) -> None:
         log.critical("the worker stops: %s", error)
