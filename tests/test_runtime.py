@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.database import Database
 
-from monque import Events, InvalidOptionError, Job, Monque
+from monque import Events, InvalidOptionError, Job, LoopCrashedError, Monque
 from monque.lifecycle import new_document
 from monque.storage import jobs as storage_jobs
 from monque.storage.calls import JobCollection
@@ -139,6 +139,27 @@ async def test_the_claim_loop_survives_an_unexpected_error(
         await eventually(lambda: _status(mongo_db, job.id) == "completed")
     ((error, _),) = errors.of(Events.JOB_ERROR)
     assert "a bug in the claim path" in repr(error.__cause__ or error)
+
+
+async def test_a_loop_that_keeps_crashing_stops_the_worker_loudly(
+    make_monque: MakeMonque,
+) -> None:
+    monque = make_monque()
+    errors = Recorder().listen(monque, Events.JOB_ERROR)
+    monque.worker("work", lambda job: None)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the claim path is broken for good")
+
+    with (
+        mock.patch.object(storage_jobs, "claim_batch", broken),
+        pytest.raises(LoopCrashedError, match="claimer") as raised,
+    ):
+        await asyncio.wait_for(monque.run(), 30)
+    assert raised.value.fatal and isinstance(raised.value.__cause__, RuntimeError)
+    assert not monque.is_running
+    crashes = [e for e, _ in errors.of(Events.JOB_ERROR) if isinstance(e, LoopCrashedError)]
+    assert len(crashes) == 5 and crashes[-1].fatal and not crashes[0].fatal
 
 
 async def test_a_crashed_stream_follower_falls_back_to_polling_and_reopens(
