@@ -36,7 +36,7 @@ from monque.validation import (
 )
 from monque.worker.registry import Handler, WorkerRegistry
 from monque.worker.run import RunState
-from monque.worker.runtime import STOP_GRACE, WorkerRuntime
+from monque.worker.runtime import STOP_GRACE, Phase, WorkerRuntime
 
 __all__ = ["Monque"]
 
@@ -121,6 +121,7 @@ class Monque(EventEmitter):
         )
         self._registry = WorkerRegistry(self.options.worker_concurrency)
         self._runtime: WorkerRuntime | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self._initialized = False
         self._stop_requested: Callable[[], None] | None = None
 
@@ -624,12 +625,24 @@ class Monque(EventEmitter):
     async def start(self) -> None:
         """Initialize if needed and start processing the registered workers' jobs.
 
-        Safe to call again after ``stop()``, on any event loop.
+        Safe to call again after ``stop()``, on any event loop; concurrent calls share one
+        start, and a ``stop()`` during it stops the worker it starts.
         """
+        task = self._start_task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._start_task = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(task)
+
+    async def _start(self) -> None:
         await self.initialize()
-        if self._runtime is None or not self._runtime.started:
-            self._runtime = WorkerRuntime(self.jobs, self._registry, self.options, self, self.clock)
-        await self._runtime.start()
+        runtime = self._runtime
+        while runtime is not None and runtime.phase is Phase.STOPPING:
+            await runtime.wait_stopped()  # a start during a stop starts a new worker after it
+            runtime = self._runtime
+        if runtime is None or runtime.phase is Phase.STOPPED:
+            runtime = WorkerRuntime(self.jobs, self._registry, self.options, self, self.clock)
+            self._runtime = runtime
+        await runtime.start()  # concurrent calls share one start
 
     async def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop claiming, wait for running jobs up to ``timeout`` (``shutdown_timeout``).
@@ -639,14 +652,21 @@ class Monque(EventEmitter):
         seconds whatever the database or the handlers do; anything left behind is reported on
         ``job:error`` as a ``ShutdownStalledError``.
         """
-        if self._runtime is None:
+        if self._runtime is None and self._start_task is None:
             return
         if timeout is None:
             seconds = self.options.shutdown_timeout
         else:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        await self._runtime.stop(seconds)
-        if not await self.drain_listeners(STOP_GRACE):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds + STOP_GRACE
+        starting = self._start_task
+        if starting is not None and not starting.done() and starting.get_loop() is loop:
+            await asyncio.wait({starting}, timeout=max(end - loop.time(), 0.0))
+        if self._runtime is None:
+            return
+        await self._runtime.stop(max(min(seconds, end - STOP_GRACE - loop.time()), 0.0))
+        if not await self.drain_listeners(max(end - loop.time(), 0.0)):
             log.warning("async event listeners still running after stop(); left running")
 
     async def run(self) -> None:

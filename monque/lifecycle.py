@@ -25,6 +25,7 @@ __all__ = [
     "expiry",
     "failure_update",
     "new_document",
+    "parked_update",
     "storable_text",
 ]
 
@@ -211,6 +212,26 @@ def cancelled_update(now: datetime, retention: Retention = None) -> Outcome:
                 "cancelledAt": now,
                 "updatedAt": now,
                 **expiry(JobStatus.CANCELLED.value, now, retention),
+            },
+            "$unset": LEASE_FIELDS,
+        },
+        will_retry=False,
+        next_run_at=None,
+    )
+
+
+def parked_update(now: datetime, reason: str, retention: Retention = None) -> Outcome:
+    """A job whose own document cannot be evaluated (a cron or timezone this host cannot read,
+    a field of the wrong type): failed for good, with the reason, so it is reported once and
+    never blocks the loops that meet it."""
+    return Outcome(
+        {
+            "$set": {
+                "status": JobStatus.FAILED.value,
+                "failReason": storable_text(reason, _MAX_REASON),
+                "failedAt": now,
+                "updatedAt": now,
+                **expiry(JobStatus.FAILED.value, now, retention),
             },
             "$unset": LEASE_FIELDS,
         },

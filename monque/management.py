@@ -176,27 +176,36 @@ def cancel_job(
 
     Returns (job, immediate): ``immediate`` False means the running handler is being stopped.
     """
-    doc = yield Call(
-        "find_one_and_update",
-        (
-            {"_id": job_id, "status": JobStatus.PENDING.value},
-            {"$set": _cancelled_fields(now, retention)},
-        ),
-        {"return_document": ReturnDocument.AFTER},
-    )
-    if doc is not None:
-        return Job.from_document(doc), True
-    doc = yield Call(
-        "find_one_and_update",
-        (
-            {"_id": job_id, "status": JobStatus.PROCESSING.value},
-            {"$set": {"cancelRequested": True, "updatedAt": now}},
-        ),
-        {"return_document": ReturnDocument.AFTER},
-    )
-    if doc is not None:
-        return Job.from_document(doc), False
+    # A job can move between pending and processing under us (a run ending, a retry being
+    # claimed): try both again rather than refuse a job that is cancellable.
+    for _ in range(_CANCEL_ATTEMPTS):
+        doc = yield Call(
+            "find_one_and_update",
+            (
+                {"_id": job_id, "status": JobStatus.PENDING.value},
+                {"$set": _cancelled_fields(now, retention), "$unset": {"cancelRequested": ""}},
+            ),
+            {"return_document": ReturnDocument.AFTER},
+        )
+        if doc is not None:
+            return Job.from_document(doc), True
+        doc = yield Call(
+            "find_one_and_update",
+            (
+                {"_id": job_id, "status": JobStatus.PROCESSING.value},
+                {"$set": {"cancelRequested": True, "updatedAt": now}},
+            ),
+            {"return_document": ReturnDocument.AFTER},
+        )
+        if doc is not None:
+            return Job.from_document(doc), False
+        current = yield Call("find_one", ({"_id": job_id}, {"status": 1}))
+        if current is None or current.get("status") not in ACTIVE:
+            break
     return (yield from _refuse(job_id, "cancel"))
+
+
+_CANCEL_ATTEMPTS = 5
 
 
 def retry_job(job_id: ObjectId, now: datetime) -> Operation[Job[Any]]:

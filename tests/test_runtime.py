@@ -613,3 +613,146 @@ async def test_concurrent_schedules_of_one_job_never_crash(
         name = f"nightly-{round_}"
         await asyncio.gather(*(m.schedule("0 3 * * *", name) for m in engines))
         assert mongo_db.monque_jobs.count_documents({"name": name}) == 1
+
+
+# -- found by review: the shutdown path, start/stop races, polling, unreadable schedules --------
+
+
+async def test_leases_stay_alive_while_stop_waits_for_a_handler(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    first = make_monque(lock_timeout=1.0, heartbeat_interval=0.2)
+    other = make_monque(lock_timeout=1.0, heartbeat_interval=0.2, recovery_interval=0.1)
+    events = Recorder().listen(other, Events.JOB_RECOVERED)
+    lost = Recorder().listen(first, Events.JOB_LOST)
+    runs: list[str] = []
+
+    @first.worker("long")
+    async def long(job: Job[Any]) -> None:
+        runs.append("first")
+        await asyncio.sleep(2.5)
+
+    other.worker("long", lambda job: runs.append("other"))
+    job = await first.now("long")
+    await first.start()
+    await eventually(lambda: runs)
+    await other.start()
+    await first.stop(timeout=6)  # waits 2.5 s for the handler, past two leases
+    assert _status(mongo_db, job.id) == "completed"
+    assert runs == ["first"] and not events.events and not lost.events
+
+
+async def test_a_stop_with_every_write_blocked_keeps_its_bound(
+    make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    monque.worker("work", lambda job: None)
+    await monque.start()
+    blocked = ["findAndModify", "find", "update", "delete", "hello"]
+    with fail_command(mongo_client, blocked, times=None, block_ms=8000):
+        await monque.now("work")  # the claim it wakes hangs in the server
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        await monque.stop(timeout=0.5)
+        took = time.monotonic() - began
+    assert took < 0.5 + 2.0 + 1.0
+
+
+async def test_concurrent_starts_share_one_worker_and_stop_ends_it(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    ran: list[Any] = []
+    monque.worker("work", lambda job: ran.append(job.id))
+    await asyncio.gather(monque.start(), monque.start(), monque.start())
+    await monque.stop()
+    assert not monque.is_running
+    job = await monque.now("work")
+    await asyncio.sleep(0.5)  # several poll intervals: nothing may claim it now
+    assert _status(mongo_db, job.id) == "pending" and not ran
+
+
+async def test_a_stop_during_start_stops_the_worker(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    monque.worker("work", lambda job: None)
+    starting = asyncio.create_task(monque.start())
+    await asyncio.sleep(0)
+    await monque.stop()
+    await starting
+    assert not monque.is_running
+    job = await monque.now("work")
+    await asyncio.sleep(0.5)
+    assert _status(mongo_db, job.id) == "pending"
+
+
+async def test_a_second_stop_keeps_its_own_bound(make_monque: MakeMonque) -> None:
+    monque = make_monque()
+    release = threading.Event()
+    started = threading.Event()
+
+    @monque.worker("stuck")
+    def stuck(job: Job[Any]) -> None:
+        started.set()
+        release.wait(15)
+
+    await monque.now("stuck")
+    await monque.start()
+    await eventually(started.is_set)
+    first = asyncio.create_task(monque.stop(timeout=5))
+    await asyncio.sleep(0.1)
+    began = time.monotonic()
+    await monque.stop(timeout=0.5)
+    assert time.monotonic() - began < 0.5 + 2.0 + 1.0
+    release.set()
+    await first
+
+
+async def test_idle_names_are_asked_at_every_poll_while_another_name_is_busy(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """Polling only: slots freeing faster than the poll interval must not postpone the poll."""
+    monque = make_monque(change_streams=False, poll_interval=0.5)
+    monque.worker("busy", lambda job: threading.Event().wait(0.1), concurrency=2)
+    monque.worker("idle", lambda job: None)
+    await monque.enqueue_many([("busy", i) for i in range(60)])
+    await monque.start()
+    await eventually(lambda: mongo_db.monque_jobs.count_documents({"status": "completed"}) > 4)
+    now = datetime.now(timezone.utc)
+    doc = new_document("idle", None, now=now, run_at=now)
+    mongo_db.monque_jobs.insert_one(doc)  # another process: no wake-up reaches this worker
+    began = time.monotonic()
+    await eventually(lambda: _status(mongo_db, doc["_id"]) == "completed", timeout=10)
+    assert time.monotonic() - began < 2.0
+    assert mongo_db.monque_jobs.count_documents({"name": "busy", "status": "pending"}) > 0
+
+
+@pytest.mark.parametrize("where", ["after-a-run", "recovery"])
+async def test_a_schedule_this_host_cannot_read_is_parked_not_fatal(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], where: str
+) -> None:
+    monque = make_monque()
+    errors = Recorder().listen(monque, Events.JOB_ERROR)
+    ran = threading.Event()
+    monque.worker("tick", lambda job: ran.set())
+    monque.worker("other", lambda job: None)
+    now = datetime.now(timezone.utc)
+    doc = new_document(
+        "tick", None, now=now, run_at=now, repeat_interval="* * * * *", timezone="Mars/Olympus"
+    )
+    if where == "recovery":
+        doc |= {
+            "status": "processing",
+            "claimedBy": "dead-worker",
+            "lockExpiresAt": now - timedelta(seconds=5),
+        }
+    mongo_db.monque_jobs.insert_one(doc)
+    await monque.start()
+    await eventually(lambda: _status(mongo_db, doc["_id"]) == "failed")
+    stored = _doc(mongo_db, doc["_id"])
+    assert "invalid job document" in stored["failReason"] and "Mars/Olympus" in stored["failReason"]
+    assert any("Mars/Olympus" in str(e) for e, _ in errors.of(Events.JOB_ERROR))
+    later = await monque.now("other")  # the worker goes on
+    await eventually(lambda: _status(mongo_db, later.id) == "completed")
+    assert monque.is_running

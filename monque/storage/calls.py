@@ -8,7 +8,6 @@ thread when awaited) or an ``AsyncCollection``; the two driver APIs share method
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -18,6 +17,7 @@ from pymongo.collection import Collection
 
 from monque.connection import DatabaseHandle
 from monque.errors import MonqueError
+from monque.threads import in_daemon_thread
 
 __all__ = ["Call", "JobCollection", "Operation"]
 
@@ -63,8 +63,9 @@ class JobCollection:
 
     async def call(self, call: Call) -> Any:
         if not self.is_async:
-            # Sync driver off the event loop: the same trade motor makes for every call.
-            return await asyncio.to_thread(self.call_sync, call)
+            # Sync driver off the event loop (the trade motor makes for every call), on a
+            # daemon thread: a call blocked on a dead server never holds the process at exit.
+            return await in_daemon_thread(self.call_sync, call, name="monque-db")
         native = cast("AsyncCollection[dict[str, Any]]", self.collection)
         if call.method == "aggregate_list":
             cursor = await native.aggregate(*call.args, **call.kwargs)

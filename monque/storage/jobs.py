@@ -270,6 +270,7 @@ def claim_batch(
         held: list[dict[str, Any]] = yield Call("find", (batch,), {"projection": {"_id": 1}})
         taken = {doc["_id"] for doc in held}
         chosen = [doc for doc in chosen if doc["_id"] in taken]
+        exhausted = False  # a skipped job may have changed and still be due: read again
     return [{**doc, **fields} for doc in chosen], exhausted
 
 

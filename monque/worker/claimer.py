@@ -56,8 +56,18 @@ class Claimer:
 
     async def run(self) -> None:
         rt = self._rt
+        loop = asyncio.get_running_loop()
         failures = 0
+        # The poll is kept on its own clock: wake-ups from freed slots must not postpone it,
+        # or a name kept busy would keep the quiet ones from ever being asked again.
+        next_poll = loop.time()
         while not rt.stopping.is_set():
+            if loop.time() >= next_poll:
+                self.stir()
+                interval = (
+                    rt.options.stream_poll_interval if rt.streaming else rt.options.poll_interval
+                )
+                next_poll = loop.time() + interval
             rt.wake_event.clear()
             try:
                 await self._fill_slots()
@@ -68,13 +78,12 @@ class Claimer:
             if failures:
                 delay = min(rt.options.poll_interval * 2 ** min(failures, 10), _MAX_ERROR_BACKOFF)
                 await _wait(rt.stopping, delay)
-                self.stir()
+                next_poll = loop.time()
             else:
-                interval = (
-                    rt.options.stream_poll_interval if rt.streaming else rt.options.poll_interval
-                )
-                if not await _wait(rt.wake_event, interval):
-                    self.stir()  # the poll: every name is asked again
+                # A stream that just failed or opened changes the interval: at most the short one.
+                if not rt.streaming:
+                    next_poll = min(next_poll, loop.time() + rt.options.poll_interval)
+                await _wait(rt.wake_event, max(next_poll - loop.time(), 0.0))
 
     async def _fill_slots(self) -> None:
         """Claim for every free slot; when due jobs run out, arm the timer for the next one."""

@@ -20,7 +20,7 @@ from monque.clock import SKEW_WARNING
 from monque.errors import ConnectionError, InvalidJobDocumentError
 from monque.events import Events
 from monque.job import Job, JobStatus
-from monque.lifecycle import cancelled_update, failure_update
+from monque.lifecycle import cancelled_update, failure_update, parked_update
 from monque.storage import instances
 from monque.storage import jobs as ops
 from monque.worker.run import RunState
@@ -45,34 +45,43 @@ class LeaseKeeper:
 
     # -- the loops ------------------------------------------------------------------------------
 
+    # The heartbeat and the cancel check go on while stop() waits for running handlers (their
+    # leases must not lapse, cancel requests must reach them); stop() cancels them afterwards.
+    # Recovery ends with the claiming.
+
     async def heartbeat_loop(self) -> None:
         await self._every(self._rt.options.heartbeat_interval, self.heartbeat, "heartbeat")
 
     async def recovery_loop(self) -> None:
-        await self._every(self._rt.options.recovery_interval, self.recover, "recovery")
+        await self._every(
+            self._rt.options.recovery_interval, self.recover, "recovery", until=self._rt.stopping
+        )
 
     async def cancel_loop(self) -> None:
         rt = self._rt
         interval = min(CANCEL_CHECK_INTERVAL, rt.options.heartbeat_interval)
-        while not rt.stopping.is_set():
+        while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(rt.cancel_hint.wait(), interval)
             rt.cancel_hint.clear()
-            if rt.stopping.is_set():
-                return
             try:
                 await self.check_cancellations()
             except PyMongoError as exc:
                 rt.report(ConnectionError(f"checking for cancel requests failed: {exc}"))
 
     async def _every(
-        self, interval: float, action: Callable[[], Awaitable[None]], what: str
+        self,
+        interval: float,
+        action: Callable[[], Awaitable[None]],
+        what: str,
+        until: asyncio.Event | None = None,
     ) -> None:
         rt = self._rt
-        while not rt.stopping.is_set():
+        stop = until or asyncio.Event()  # never set: the loop runs until cancelled
+        while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(rt.stopping.wait(), interval)
-            if rt.stopping.is_set():
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
                 return
             try:
                 await action()
@@ -151,14 +160,21 @@ class LeaseKeeper:
         else:
             definition = rt.registry.get(job.name)
             policy = (definition.policy if definition else None) or rt.options.retry_policy
-            outcome = failure_update(
-                job,
-                now,
-                f"worker lost: lease of {job.claimed_by!r} expired",
-                policy,
-                immediate=True,
-                retention=rt.options.retention,
-            )
+            try:
+                outcome = failure_update(
+                    job,
+                    now,
+                    f"worker lost: lease of {job.claimed_by!r} expired",
+                    policy,
+                    immediate=True,
+                    retention=rt.options.retention,
+                )
+            except Exception as exc:  # its schedule cannot be evaluated here: park it
+                reason = f"invalid job document: {exc!r}"
+                parked = parked_update(now, reason, rt.options.retention)
+                if await rt.coll.run(ops.recover(job.id, owner, token, now, parked.update)):
+                    rt.report(InvalidJobDocumentError(reason, job.id), job)
+                return
         if await rt.coll.run(ops.recover(job.id, owner, token, now, outcome.update)):
             apply_update(job, outcome.update)
             cancelled = doc.get("cancelRequested") is True

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from bson import ObjectId
@@ -37,6 +38,7 @@ from monque.lifecycle import (
     completion_update,
     describe_error,
     failure_update,
+    parked_update,
 )
 from monque.options import MonqueOptions
 from monque.storage import instances
@@ -51,12 +53,24 @@ from monque.worker.supervisor import LoopCrashedError, Supervisor
 from monque.worker.wakeups import ChangeWatcher, DueTimer
 from monque.worker.writer import OutcomeWriter
 
-__all__ = ["STOP_GRACE", "WorkerRuntime"]
+__all__ = ["STOP_GRACE", "Phase", "WorkerRuntime"]
 
 log = logging.getLogger("monque.worker")
 
 # How long stop() may take beyond its timeout to hand jobs back and end its loops.
 STOP_GRACE = 2.0
+
+
+# The writer stored a minimal failure instead of the run's own outcome.
+SUBSTITUTED = "substituted"
+
+
+class Phase(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 class WorkerRuntime:
@@ -78,8 +92,10 @@ class WorkerRuntime:
         self.events = events
         self.clock = clock
         self.runs: set[Run] = set()
-        self.started = False
+        self.started = False  # the loops run (STARTED and, until they end, STOPPING)
+        self.phase = Phase.NEW
         self.failure: LoopCrashedError | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._stop_task: asyncio.Task[None] | None = None
@@ -137,8 +153,23 @@ class WorkerRuntime:
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.started:
-            return
+        """Start the loops; concurrent calls share one start. Raises what made it fail."""
+        if self.phase is Phase.NEW:
+            self.phase = Phase.STARTING
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+        if self._start_task is not None:
+            await asyncio.shield(self._start_task)
+
+    async def _start(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            self.phase = Phase.STOPPED
+            raise
+        if self.phase is Phase.STARTING:
+            self.phase = Phase.STARTED
+
+    async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         self.wake_event = asyncio.Event()
@@ -181,45 +212,72 @@ class WorkerRuntime:
 
         Returns within ``timeout`` plus ``STOP_GRACE`` whatever the database or the handlers
         do: every wait is bounded, and what did not end is reported on ``job:error``.
-        Concurrent calls share one stop.
+        Concurrent calls share one stop; each returns within its own bound. A stop during
+        ``start()`` waits for the start (within that bound), then stops.
         """
-        if not self.started:
-            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout + STOP_GRACE
+        if self.phase is Phase.STARTING and self._start_task is not None:
+            await asyncio.wait({self._start_task}, timeout=max(end - loop.time(), 0.0))
+            if not self._start_task.done():
+                self._start_task.cancel()
+                self.report(ShutdownStalledError("start() did not finish in time; cancelled"))
+                return
         if self._stop_task is None:
-            self._stop_task = asyncio.get_running_loop().create_task(self._stop(timeout))
-        await asyncio.shield(self._stop_task)
+            if self.phase is not Phase.STARTED:
+                return  # never started, or its start failed
+            self.phase = Phase.STOPPING
+            self._stop_task = loop.create_task(self._stop(timeout))
+            await asyncio.shield(self._stop_task)  # bounded by its own end
+            return
+        await asyncio.wait({self._stop_task}, timeout=max(end - loop.time(), 0.0))
+
+    async def wait_stopped(self) -> None:
+        """Wait until a stop in progress has finished."""
+        if self._stop_task is not None:
+            await asyncio.wait({self._stop_task})
 
     async def _stop(self, timeout: float) -> None:
+        try:
+            await self._close(timeout)
+        finally:
+            self.started = False
+            self.phase = Phase.STOPPED
+
+    async def _close(self, timeout: float) -> None:
+        # One deadline for the handlers and one end for everything: no phase gets a grace
+        # of its own.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        end = deadline + STOP_GRACE
         self.stopping.set()
         self.wake_event.set()
         self.supervisor.stop()
         if self._watcher is not None:
             self._watcher.stop()
         claimer = self.supervisor.tasks["claimer"]
-        await self._settle([claimer], deadline - loop.time() + STOP_GRACE, "claim loop")
+        await self._settle([claimer], end - loop.time(), "claim loop")
         runs = list(self.runs)
         if runs:
             await self._wait_for_runs(runs, deadline)
             stuck = [run for run in runs if run.task is not None and not run.task.done()]
             if stuck:
-                await self._hand_back(stuck, timeout, loop.time() + STOP_GRACE)
-        grace_end = loop.time() + STOP_GRACE
+                await self._hand_back(stuck, timeout, end)
+        # The heartbeat and the cancel check ran until now: the handlers' leases stayed alive
+        # and cancel requests reached them while stop() waited.
         loops = [task for name, task in self.supervisor.tasks.items() if name != "claimer"]
         for task in loops:
             task.cancel()
-        await self._settle(loops, grace_end - loop.time(), "worker loop")
-        await self._settle(list(self._side_tasks), grace_end - loop.time(), "outcome write")
+        await self._settle(loops, end - loop.time(), "worker loop")
+        await self._settle(list(self._side_tasks), end - loop.time(), "outcome write")
         self.timer.cancel()
         try:
             await asyncio.wait_for(
                 self.instances.run(instances.unregister(self.options.instance_id)),
-                max(grace_end - loop.time(), 0.1),
+                max(end - loop.time(), 0.0),
             )
         except (PyMongoError, asyncio.TimeoutError) as exc:  # its lease runs out instead
             self.report(ConnectionError(f"unregistering the instance failed: {exc!r}"))
-        self.started = False
 
     async def _wait_for_runs(self, runs: list[Run], deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -255,16 +313,16 @@ class WorkerRuntime:
         for run in stuck:
             run.state = RunState.ABANDONED
             run.interrupt()  # a sync handler's thread runs on; its result is discarded
-        try:
-            await asyncio.wait_for(
-                self.coll.run(
-                    ops.release([r.key for r in held], self.options.instance_id, self.clock.now())
-                ),
-                max(until - loop.time(), 0.1),
-            )
-        except (PyMongoError, asyncio.TimeoutError) as exc:
-            # The leases expire and the recovery sweep of any instance takes them back.
-            self.report(ConnectionError(f"could not hand back jobs at shutdown: {exc!r}"))
+        if held:
+            owner, now = self.options.instance_id, self.clock.now()
+            try:
+                await asyncio.wait_for(
+                    self.coll.run(ops.release([r.key for r in held], owner, now)),
+                    max(until - loop.time(), 0.0),
+                )
+            except (PyMongoError, asyncio.TimeoutError) as exc:
+                # The leases expire and the recovery sweep of any instance takes them back.
+                self.report(ConnectionError(f"could not hand back jobs at shutdown: {exc!r}"))
         for run in stuck:
             if not run.definition.is_async and run.handler is not None:
                 run.handler.cancel()  # a thread cannot be stopped: stop waiting for it
@@ -284,7 +342,8 @@ class WorkerRuntime:
         log.critical("the worker stops: %s", error)
         self.failure = error
         self.crashed.set()
-        if self._stop_task is None:
+        if self._stop_task is None and self.phase is Phase.STARTED:
+            self.phase = Phase.STOPPING
             loop = asyncio.get_running_loop()
             self._stop_task = loop.create_task(self._stop(self.options.shutdown_timeout))
 
@@ -337,10 +396,15 @@ class WorkerRuntime:
                 error = await self._await_handler(run)
             if run.state is RunState.RUNNING:
                 run.state = RunState.FINISHING
-                if error is None:
-                    await self._succeeded(run)
-                else:
-                    await self._failed(run, error)
+                try:
+                    if error is None:
+                        await self._succeeded(run)
+                    else:
+                        await self._failed(run, error)
+                except Exception as exc:  # a bug: reported, and the lease left to recovery
+                    log.exception("settling the run of job %s failed", job.id)
+                    run.state = RunState.ABANDONED
+                    self.report(exc, job)
         finally:
             job._detach()
             self.registry.release(job.name)
@@ -371,7 +435,11 @@ class WorkerRuntime:
 
     async def _succeeded(self, run: Run) -> None:
         job = run.job
-        outcome = completion_update(job, self.clock.now(), self.options.retention)
+        try:
+            outcome = completion_update(job, self.clock.now(), self.options.retention)
+        except Exception as exc:  # its schedule cannot be evaluated here
+            await self._park(run, exc)
+            return
         # A one-off job that did its work is completed even if a cancel came too late; a
         # recurring job with a cancel request stops its schedule instead.
         cancel_wins = job.repeat_interval is not None
@@ -382,17 +450,29 @@ class WorkerRuntime:
         job = run.job
         reason, trace = describe_error(error)
         policy = run.definition.policy or self.options.retry_policy
-        outcome = failure_update(
-            job,
-            self.clock.now(),
-            reason,
-            policy,
-            traceback=trace,
-            permanent=not policy.retries(error),
-            retention=self.options.retention,
-        )
+        try:
+            outcome = failure_update(
+                job,
+                self.clock.now(),
+                reason,
+                policy,
+                traceback=trace,
+                permanent=not policy.retries(error),
+                retention=self.options.retention,
+            )
+        except Exception as exc:  # its schedule cannot be evaluated here
+            await self._park(run, exc)
+            return
         if await self._write(run, outcome):
             self.events.emit(Events.JOB_FAIL, job, error, outcome.will_retry)
+
+    async def _park(self, run: Run, error: Exception) -> None:
+        """The run's own document cannot be evaluated: fail the job for good and report it."""
+        reason = f"invalid job document: {error!r}"
+        self.report(InvalidJobDocumentError(reason, run.job.id), run.job)
+        outcome = parked_update(self.clock.now(), reason, self.options.retention)
+        if await self._write(run, outcome, cancel_wins=False):
+            self.events.emit(Events.JOB_FAIL, run.job, error, False)
 
     def cancel(self, run: Run) -> None:
         """A cancel request reached a running job: it ends cancelled now, its handler is told.
@@ -427,6 +507,8 @@ class WorkerRuntime:
             if run.state is RunState.FINISHING:
                 run.state = RunState.DONE
             return True
+        if result == SUBSTITUTED:
+            return False
         if result == ops.CANCEL:  # held, but a cancellation was requested meanwhile
             run.state = RunState.CANCELLED
             run.interrupt()
@@ -455,11 +537,23 @@ class WorkerRuntime:
             retention=self.options.retention,
         )
         try:
-            return await self.writer.write(item._replace(update=minimal.update), wanted)
+            result = await self.writer.write(item._replace(update=minimal.update), wanted)
         except Exception as exc:
             self.report(OutcomeNotStoredError(f"job {run.job.id}: {exc!r}"), run.job)
             run.state = RunState.ABANDONED
             return ops.LOST
+        if result == ops.APPLIED:  # not the outcome the caller wrote: it must not announce it
+            apply_update(run.job, minimal.update)
+            if run.state is RunState.FINISHING:
+                run.state = RunState.DONE
+            self.events.emit(
+                Events.JOB_FAIL,
+                run.job,
+                OutcomeNotStoredError("the outcome of this run could not be stored"),
+                minimal.will_retry,
+            )
+            return SUBSTITUTED
+        return result
 
     async def _report_progress(self, run: Run, value: float, message: str | None) -> None:
         progress = {"value": value, "message": message, "at": self.clock.now()}
