@@ -132,6 +132,12 @@ async def test_sigkill_of_a_worker_loses_nothing(
     assert all(ends[j] <= 1 for j in ends), "no job completed twice"
     for job_id in in_flight:
         doc = next(j for j in jobs if j["_id"] == job_id)
+        if doc["failCount"] == 0:
+            # Its completion was on the wire when the process died and the server applied it
+            # after the test read the job as processing: it ran once, to its end, in proc-0.
+            assert starts[job_id] == 1
+            assert mongo_db.runs.count_documents({"job": job_id, "instance": "proc-0"}) == 2
+            continue
         assert doc["failCount"] == 1 and "proc-0" in doc["failReason"]
         rerun = max(r["at"] for r in mongo_db.runs.find({"job": job_id, "phase": "start"}))
         # Picked up within lease + sweep (+ a poll and the embedded server's slack).

@@ -260,6 +260,8 @@ class WorkerRuntime:
         runs = list(self.runs)
         if runs:
             await self._wait_for_runs(runs, deadline)
+            # Forced, or the handlers are done early: what is left gets the grace at most.
+            end = min(end, loop.time() + STOP_GRACE)
             stuck = [run for run in runs if run.task is not None and not run.task.done()]
             if stuck:
                 await self._hand_back(stuck, timeout, end)
