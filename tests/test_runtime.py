@@ -18,11 +18,19 @@ from unittest import mock
 
 import pytest
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from pymongo import MongoClient
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.database import Database
 
-from monque import Events, InvalidOptionError, Job, LoopCrashedError, Monque
+from monque import (
+    Events,
+    InvalidOptionError,
+    Job,
+    LoopCrashedError,
+    Monque,
+    OutcomeNotStoredError,
+)
 from monque.lifecycle import new_document
 from monque.storage import jobs as storage_jobs
 from monque.storage.calls import JobCollection
@@ -728,14 +736,18 @@ async def test_idle_names_are_asked_at_every_poll_while_another_name_is_busy(
     assert mongo_db.monque_jobs.count_documents({"name": "busy", "status": "pending"}) > 0
 
 
-@pytest.mark.parametrize("where", ["after-a-run", "recovery"])
+@pytest.mark.parametrize("where", ["after-a-run", "after-a-failed-run", "recovery"])
 async def test_a_schedule_this_host_cannot_read_is_parked_not_fatal(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], where: str
 ) -> None:
     monque = make_monque()
     errors = Recorder().listen(monque, Events.JOB_ERROR)
-    ran = threading.Event()
-    monque.worker("tick", lambda job: ran.set())
+
+    def tick(job: Job[Any]) -> None:
+        if where == "after-a-failed-run":
+            raise RuntimeError("the run fails too")
+
+    monque.worker("tick", tick)
     monque.worker("other", lambda job: None)
     now = datetime.now(timezone.utc)
     doc = new_document(
@@ -756,3 +768,48 @@ async def test_a_schedule_this_host_cannot_read_is_parked_not_fatal(
     later = await monque.now("other")  # the worker goes on
     await eventually(lambda: _status(mongo_db, later.id) == "completed")
     assert monque.is_running
+
+
+async def test_an_outcome_that_cannot_be_stored_is_replaced_by_a_recorded_failure(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """No failpoint reaches "the update itself is unstorable" (BSON encoding fails in the
+    client): the storage call is made to raise it once."""
+    monque = make_monque()
+    events = Recorder().listen(monque, Events.JOB_FAIL, Events.JOB_COMPLETE, Events.JOB_ERROR)
+    monque.worker("work", lambda job: None)
+    real = storage_jobs.apply_transitions
+    raised: list[int] = []
+
+    def unstorable(items: Any, owner: str) -> Any:
+        if not raised and any(i.update["$set"].get("status") == "completed" for i in items):
+            raised.append(1)
+            raise InvalidDocument("cannot encode object")
+        return real(items, owner)
+
+    with mock.patch.object(storage_jobs, "apply_transitions", unstorable):
+        job = await monque.now("work")
+        await monque.start()
+        ((_, error, will_retry),) = await events.wait_for(Events.JOB_FAIL)
+    assert isinstance(error, OutcomeNotStoredError) and will_retry
+    assert not events.of(Events.JOB_COMPLETE), "the run's own outcome was not stored"
+    assert any(isinstance(e, OutcomeNotStoredError) for e, _ in events.of(Events.JOB_ERROR))
+    doc = _doc(mongo_db, job.id)
+    assert doc["failCount"] == 1 and "could not be stored" in doc["failReason"]
+
+
+async def test_a_handler_that_raises_when_called_fails_its_run(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    events = Recorder().listen(monque, Events.JOB_FAIL)
+
+    async def needs_more(job: Job[Any], extra: Any) -> None:  # called with the job only
+        return None
+
+    monque.worker("odd", needs_more, max_retries=1)  # type: ignore[type-var]
+    job = await monque.now("odd")
+    await monque.start()
+    ((_, error, _),) = await events.wait_for(Events.JOB_FAIL)
+    assert isinstance(error, TypeError)
+    assert _doc(mongo_db, job.id)["status"] == "failed"
