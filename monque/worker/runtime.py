@@ -607,7 +607,15 @@ class WorkerRuntime:
     def _side(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+        task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[Any]) -> None:
+        # A side task (a cancellation's write) is not supervised: its error must not vanish.
+        self._side_tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("a worker task failed: %r", error, exc_info=error)
+            self.report(error)
 
     def report(self, error: BaseException, job: Job[Any] | None = None) -> None:
         """Emit ``job:error``; without listeners, log it."""
