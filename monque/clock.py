@@ -8,6 +8,7 @@ healthy jobs from other hosts.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = ["SKEW_WARNING", "ServerClock"]
 # An offset above this is worth a warning: leases and due times are corrected, but the host's
 # own logs and the producers that do not measure it are off by as much.
 SKEW_WARNING = 1.0
+_SAMPLES = 8
 
 
 class ServerClock:
@@ -34,6 +36,9 @@ class ServerClock:
         self._local = local
         self.offset = 0.0
         self.measured = False
+        # (round trip, offset) of the last few measurements; a clock step is adopted once
+        # the samples from before it have aged out.
+        self._samples: deque[tuple[float, float]] = deque(maxlen=_SAMPLES)
 
     def now(self) -> datetime:
         now = self._local() + timedelta(seconds=self.offset)
@@ -48,6 +53,10 @@ class ServerClock:
         server = reply.get("localTime")
         if isinstance(server, datetime):
             midpoint = before + (after - before) / 2
-            self.offset = (utc(server) - midpoint).total_seconds()
+            sample = (utc(server) - midpoint).total_seconds()
+            # The sample with the shortest round trip has the smallest error bound: under
+            # load one slow ``hello`` must not move every due time and lease by its delay.
+            self._samples.append(((after - before).total_seconds(), sample))
+            self.offset = min(self._samples)[1]
             self.measured = True
         return self.offset

@@ -20,6 +20,8 @@ from pymongo.errors import OperationFailure
 
 from monque import Events, Job, Monque
 from monque.lifecycle import new_document
+from monque.storage import jobs as jobs_ops
+from monque.storage.calls import Operation
 from monque.testing import fail_command
 from tests.conftest import FAST, MakeMonque
 from tests.helpers import Recorder
@@ -121,6 +123,36 @@ async def test_retry_after_backoff_is_woken_by_its_own_change(
     assert will_retry
     await events.wait_for(Events.JOB_COMPLETE, timeout=8)
     assert started[str(failed.id)] >= failed.next_run_at.timestamp()
+
+
+@pytest.mark.usefixtures("change_streams")
+async def test_a_claim_that_misses_a_due_job_is_retried_at_once_not_at_the_poll(
+    make_monque: MakeMonque, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim read can miss a job that is due (its change came while the read ran, or the
+    server-clock estimate stepped back between arming the timer and firing it); the next-due
+    read after it then finds the job due already. Found in CI: the worker waited for its
+    30 s poll because only a future due time armed the timer."""
+    _, events, started = await started_worker(make_monque, "async")
+    real = jobs_ops.claim_batch
+    missed: list[bool] = []
+
+    def miss_once(*args: Any, **kwargs: Any) -> Any:
+        if missed:
+            return real(*args, **kwargs)
+        missed.append(True)
+        return nothing_claimed()
+
+    monkeypatch.setattr(jobs_ops, "claim_batch", miss_once)
+    job = await make_monque().enqueue("probe", "x", delay=0.3)
+    await events.wait_for(Events.JOB_COMPLETE, timeout=5)
+    assert missed and str(job.id) in started
+
+
+def nothing_claimed() -> Operation[tuple[list[dict[str, Any]], bool]]:
+    # A generator, like every storage operation, that asks the server nothing.
+    yield from ()
+    return [], True
 
 
 @pytest.mark.usefixtures("change_streams")

@@ -280,6 +280,7 @@ def next_due(names: Sequence[str]) -> Operation[datetime | None]:
         "name": names[0] if len(names) == 1 else {"$in": list(names)},
         "status": JobStatus.PENDING.value,
         "nextRunAt": {"$type": "date"},  # a malformed document must not hide the rest
+        "cancelRequested": _NOT_CANCELLED,  # never claimed: must not keep waking the claimer
     }
     doc: dict[str, Any] | None = yield Call(
         "find_one",

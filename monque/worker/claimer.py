@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pymongo.errors import PyMongoError
@@ -24,6 +25,9 @@ _CLAIM_BATCH = 100
 _CLAIM_RACES = 5
 _SETTLE_WAIT = 1.0
 _MAX_ERROR_BACKOFF = 30.0
+# A job found due right after a claim read that missed it is claimed this much later (a floor
+# that keeps a claim filter and the next-due read that disagree from spinning).
+_RECHECK_DUE = timedelta(milliseconds=20)
 
 
 class Claimer:
@@ -116,7 +120,7 @@ class Claimer:
                 # Every due job of these names was read: those with slots left have none.
                 if epoch == self._epoch:
                     self._quiet |= set(rt.registry.free_slots()) & set(slots)
-                await self._arm_next_due([d.name for d in rt.registry])
+                await self._arm_next_due(list(slots))
                 return
             # Nothing taken but more was due: other workers won those jobs; read again.
             races = 0 if docs else races + 1
@@ -126,12 +130,17 @@ class Claimer:
     async def _arm_next_due(self, names: list[str]) -> None:
         # Only with a change stream: it reports every job stored later, so one read after
         # each poll keeps the timer right. Polling alone finds delayed jobs by polling.
+        # ``names`` are those just found with nothing due: a busy name's next job is looked
+        # for when its slot frees.
         rt = self._rt
         if rt.streaming:
             due = await rt.coll.run(ops.next_due(names))
-            # A job due already appeared after the claim read: its change event wakes us.
-            if due is not None and due > rt.clock.now():
-                rt.timer.arm(due)
+            if due is not None:
+                # Due already: it became due between the claim read and now (its change event
+                # may have come and gone while the claim ran, or the clock estimate moved):
+                # look again shortly rather than wait for the next poll.
+                soonest = rt.clock.now() + _RECHECK_DUE
+                rt.timer.arm(max(due, soonest))
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:
