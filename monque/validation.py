@@ -25,40 +25,66 @@ __all__ = [
     "check_payload",
     "check_priority",
     "check_unique_key",
+    "js_length",
     "resolve_run_at",
 ]
 
-MAX_NAME_LENGTH = 200
-MAX_UNIQUE_KEY_LENGTH = 512  # well under the 1 KiB-ish index key budget of older servers
+# The TypeScript Monque's identifier rules (``validateJobName``/``validateUniqueKey``), so a
+# name or key one side accepts is never one the other refuses. Lengths count UTF-16 code units,
+# as JavaScript's ``String.length`` does.
+MAX_NAME_LENGTH = 255
+MAX_UNIQUE_KEY_LENGTH = 1024
 MAX_PRIORITY = 1_000_000
 # Room for the rest of the job document inside MongoDB's 16 MiB limit.
 _DOCUMENT_OVERHEAD = 16 * 1024
+# JavaScript's ``\s`` (what the TS pattern refuses in names) ...
+_JS_WHITESPACE = frozenset(
+    "\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
+def _is_control(ch: str) -> bool:
+    # ... and Unicode category Cc (``\p{Cc}``): C0, DEL and C1.
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F
+
+
+def js_length(text: str) -> int:
+    """``text.length`` in JavaScript: UTF-16 code units (a character beyond U+FFFF is 2)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
 def check_name(name: object) -> str:
+    """A job name: 1 to 255 UTF-16 units, no whitespace, no control characters (the TS rules)."""
     if not isinstance(name, str):
         raise InvalidJobNameError(f"job name must be a string, not {type(name).__name__}")
-    if not name or name.strip() != name:
+    if not name:
+        raise InvalidJobNameError("job name must not be empty")
+    if js_length(name) > MAX_NAME_LENGTH:
         raise InvalidJobNameError(
-            f"job name must be non-empty with no leading or trailing whitespace: {name!r}"
+            f"job name is {js_length(name)} UTF-16 units long; at most {MAX_NAME_LENGTH}"
         )
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidJobNameError(f"job name is {len(name)} characters; at most {MAX_NAME_LENGTH}")
-    if any(ord(ch) < 32 for ch in name) or name.startswith("$"):
-        raise InvalidJobNameError(f"job name has control characters or starts with '$': {name!r}")
+    if any(ch in _JS_WHITESPACE or _is_control(ch) for ch in name):
+        raise InvalidJobNameError(
+            f"job name must not contain whitespace or control characters: {name!r}"
+        )
     return name
 
 
 def check_unique_key(key: object) -> str:
+    """A unique key: 1 to 1024 UTF-16 units, not only whitespace, no control characters."""
     if not isinstance(key, str):
         raise InvalidUniqueKeyError(
             f"unique_key must be a string, not {type(key).__name__} (operator documents are "
             "never used in queries)"
         )
-    if not key or len(key) > MAX_UNIQUE_KEY_LENGTH:
+    if not key.strip() or js_length(key) > MAX_UNIQUE_KEY_LENGTH:
         raise InvalidUniqueKeyError(
-            f"unique_key must have 1 to {MAX_UNIQUE_KEY_LENGTH} characters, got {len(key)}"
+            f"unique_key must have 1 to {MAX_UNIQUE_KEY_LENGTH} characters and not be only "
+            f"whitespace, got {js_length(key)}"
         )
+    if any(_is_control(ch) for ch in key):
+        raise InvalidUniqueKeyError(f"unique_key must not contain control characters: {key!r}")
     return key
 
 

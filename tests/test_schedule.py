@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo.database import Database
 
 from monque import Events, Job
 from monque.cron import check_cron, next_run
+from monque.errors import InvalidCronError
 from tests.conftest import MakeMonque
 from tests.helpers import Recorder, eventually
 
@@ -38,11 +40,32 @@ def test_next_run_follows_local_wall_clock_across_dst() -> None:
     assert sunday - saturday == timedelta(hours=25), "the 25-hour day, one run"
 
 
-def test_aliases_and_whitespace() -> None:
-    assert check_cron("@DAILY") == "@daily"
+def test_aliases_are_stored_in_their_five_field_form_and_whitespace_normalized() -> None:
+    # cron-parser (the TypeScript side) cannot read @midnight: never store an alias.
+    assert check_cron("@DAILY") == "0 0 * * *"
+    assert check_cron("@midnight") == "0 0 * * *"
+    assert check_cron("@weekly") == "0 0 * * 0"
     assert check_cron(" */5  *  * * * ") == "*/5 * * * *"
     start = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
-    assert next_run("@hourly", start) == datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
+    assert next_run(check_cron("@hourly"), start) == datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
+    # An alias stored by an earlier version still evaluates.
+    assert next_run("@midnight", start) == datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def test_six_fields_read_seconds_first_as_cron_parser_does() -> None:
+    start = datetime(2026, 1, 1, 10, 30, 1, tzinfo=timezone.utc)
+    every_10s = check_cron("*/10 * * * * *")
+    assert next_run(every_10s, start) == datetime(2026, 1, 1, 10, 30, 10, tzinfo=timezone.utc)
+    at_0930_15 = check_cron("15 30 9 * * *")
+    assert next_run(at_0930_15, start) == datetime(2026, 1, 2, 9, 30, 15, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 0 L * *", "0 0 * * 5L", "0 0 * * 1#2", "0 0 15W * *", "0 0 ? * 1", "H * * * *"]
+)
+def test_extensions_one_side_cannot_read_are_refused(cron: str) -> None:
+    with pytest.raises(InvalidCronError, match="TypeScript"):
+        check_cron(cron)
 
 
 @settings(max_examples=200, deadline=None)

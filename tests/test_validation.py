@@ -23,15 +23,43 @@ from monque import (
 from tests.conftest import MakeMonque
 
 
+# The TypeScript Monque's rules: no whitespace (JavaScript's \\s) or control characters,
+# at most 255 UTF-16 units.
 @pytest.mark.parametrize(
-    "name", ["", " ", " padded", "padded ", "tab\tname", "x" * 201, None, 42, "$where"]
+    "name",
+    [
+        "",
+        " ",
+        " padded",
+        "send email",
+        "tab\tname",
+        "nbsp\u00a0name",
+        "ideographic\u3000space",
+        "bom\ufeffname",
+        "c1\x85control",
+        "del\x7f",
+        "x" * 256,
+        "\U0001f600" * 128,  # 128 characters, 256 UTF-16 units
+        None,
+        42,
+    ],
 )
 async def test_bad_job_names(make_monque: MakeMonque, name: Any) -> None:
     with pytest.raises(InvalidJobNameError):
         await make_monque().enqueue(name)
 
 
-@pytest.mark.parametrize("key", [{"$ne": None}, 1, b"bytes", "", "k" * 513, ["a"]])
+@pytest.mark.parametrize(
+    "name", ["x" * 255, "\U0001f600" * 127 + "x", "$where", "emails.send:v2", "日本語"]
+)
+async def test_names_the_typescript_monque_accepts(make_monque: MakeMonque, name: str) -> None:
+    job = await make_monque().enqueue(name)
+    assert job.name == name
+
+
+@pytest.mark.parametrize(
+    "key", [{"$ne": None}, 1, b"bytes", "", "   ", "k" * 1025, "bell\x07", ["a"]]
+)
 async def test_bad_unique_keys_are_never_used_in_a_query(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], key: Any
 ) -> None:
@@ -86,7 +114,17 @@ async def test_naive_run_at_and_bad_delays(make_monque: MakeMonque) -> None:
 
 
 @pytest.mark.parametrize(
-    "cron", ["", "* * * *", "* * * * * *", "61 * * * *", "@fortnightly", "every day", None]
+    "cron",
+    [
+        "",
+        "* * * *",
+        "* * * * * * *",
+        "61 * * * *",
+        "61 * * * * *",
+        "@fortnightly",
+        "every day",
+        None,
+    ],
 )
 async def test_invalid_cron(make_monque: MakeMonque, cron: Any) -> None:
     with pytest.raises(InvalidCronError):
