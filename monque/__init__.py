@@ -5,6 +5,7 @@ from monque.engine import Monque
 from monque.errors import (
     ConnectionError,
     HandlerCancelledError,
+    IndexConflictError,
     InstanceIdConflictError,
     InvalidCronError,
     InvalidJobDocumentError,
@@ -41,6 +42,7 @@ __all__ = [
     "ConnectionError",
     "Events",
     "HandlerCancelledError",
+    "IndexConflictError",
     "InstanceIdConflictError",
     "InvalidCronError",
     "InvalidJobDocumentError",

@@ -22,7 +22,7 @@ from monque.durations import to_seconds
 from monque.errors import ConnectionError, InvalidOptionError, UnknownJobError
 from monque.events import EventEmitter, Events
 from monque.job import Job, JobStatus, utcnow
-from monque.lifecycle import new_document
+from monque.lifecycle import cancelled_update, new_document
 from monque.options import MonqueOptions
 from monque.policy import RetryPolicy
 from monque.storage import JobCollection, Operation, ensure_indexes
@@ -327,6 +327,9 @@ class Monque(EventEmitter):
             repeat_interval=expression,
             timezone=timezone,
         )
+        if unique_key is None:
+            duplicate = cancelled_update(now, self.options.retention).update
+            return ops.upsert_named_schedule(doc, duplicate)
         return ops.upsert_schedule(doc)
 
     def _check_job_name(self, name: object) -> None:

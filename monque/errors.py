@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "ConnectionError",
     "HandlerCancelledError",
+    "IndexConflictError",
     "InstanceIdConflictError",
     "InvalidCronError",
     "InvalidJobDocumentError",
@@ -112,6 +113,16 @@ class ShutdownTimeoutError(MonqueError):
 class ShutdownStalledError(MonqueError):
     """Part of the worker (a loop, a write, a job) did not end within ``stop()``'s bound; it
     was cancelled and left behind rather than waited on."""
+
+
+class IndexConflictError(MonqueError):
+    """An index Monque needs cannot be created: an existing index has its name or its key
+    with other options. The message names both and the way out."""
+
+    def __init__(self, message: str, wanted: str, existing: str | None) -> None:
+        super().__init__(message)
+        self.wanted = wanted
+        self.existing = existing
 
 
 class JobNotFoundError(MonqueError, LookupError):

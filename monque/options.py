@@ -45,6 +45,10 @@ class MonqueOptions:
         heartbeat_interval: how often running jobs' leases are renewed (10 s); at most half
             of ``lock_timeout``.
         recovery_interval: how often expired leases are swept back to pending (15 s).
+        ts_lock_timeout: for jobs a TypeScript Monque worker holds (no Python lease) and that
+            carry no ``lastHeartbeat``: how old ``lockedAt`` must be before the job counts as
+            abandoned; match the TS ``lockTimeout`` (30 min, its default). With a heartbeat,
+            ``max(lock_timeout, 3 * heartbeatInterval)`` of silence decides.
         instance_id: this instance's owner token (host:pid:random by default).
         max_payload_size: largest job data in BSON bytes (None: MongoDB's 16 MiB).
         create_indexes: create the indexes in ``initialize()`` (True).
@@ -67,6 +71,7 @@ class MonqueOptions:
     lock_timeout: float = 30.0
     heartbeat_interval: float = 10.0
     recovery_interval: float = 15.0
+    ts_lock_timeout: float = 1800.0
     instance_id: str = field(default_factory=_default_instance_id)
     max_payload_size: int | None = None
     create_indexes: bool = True
@@ -97,6 +102,7 @@ class MonqueOptions:
             "lock_timeout",
             "heartbeat_interval",
             "recovery_interval",
+            "ts_lock_timeout",
         ):
             if name in values:
                 values[name] = to_seconds(values[name], name, allow_zero=name == "shutdown_timeout")

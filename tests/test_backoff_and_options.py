@@ -67,8 +67,8 @@ async def test_initialize_creates_the_three_indexes(mongo_db: Database[dict[str,
     await monque.initialize()
     await monque.initialize()
     info = mongo_db.monque_jobs.index_information()
-    assert {"monque_claim", "monque_unique", "monque_leases"} <= info.keys()
-    assert info["monque_unique"]["unique"] is True
+    assert {"monque_claim", "name_1_uniqueKey_1", "monque_leases"} <= info.keys()
+    assert info["name_1_uniqueKey_1"]["unique"] is True
     skip = Monque(mongo_db, collection="other", create_indexes=False)
     skip.initialize_sync()
     assert "other" not in mongo_db.list_collection_names()

@@ -13,6 +13,7 @@ from pymongo.database import Database
 
 from monque import Events, InstanceIdConflictError, Job
 from monque.lifecycle import new_document
+from monque.storage import jobs as ops
 from monque.testing import drain
 from tests.conftest import MakeMonque
 from tests.helpers import Recorder, eventually
@@ -28,6 +29,7 @@ def _orphan(
     doc |= {
         "status": "processing",
         "claimedBy": "dead-worker",
+        "claimToken": ops.new_token("dead-worker"),
         "lockedAt": now - timedelta(minutes=1),
         "lastHeartbeat": now - timedelta(minutes=1),
         "lockExpiresAt": expiry,

@@ -32,6 +32,7 @@ from monque import (
     OutcomeNotStoredError,
 )
 from monque.lifecycle import new_document
+from monque.storage import jobs as ops
 from monque.storage import jobs as storage_jobs
 from monque.storage.calls import JobCollection
 from monque.testing import fail_command
@@ -545,6 +546,7 @@ def _orphan(db: Database[dict[str, Any]], name: Any, **extra: Any) -> ObjectId:
         "name": name,
         "status": "processing",
         "claimedBy": "dead-worker",
+        "claimToken": ops.new_token("dead-worker"),
         "lockedAt": now - timedelta(minutes=1),
         "lockExpiresAt": now - timedelta(seconds=5),
         **extra,

@@ -57,6 +57,8 @@ class JobCollection:
             return list(sync.aggregate(*call.args, **call.kwargs))
         if call.method == "command":
             return sync.database.command(*call.args, **call.kwargs)
+        if call.method == "list_indexes":
+            return list(sync.list_indexes())
         method = getattr(self.collection, call.method)
         result = method(*call.args, **call.kwargs)
         return list(result) if call.method == "find" else result
@@ -72,6 +74,8 @@ class JobCollection:
             return await cursor.to_list()
         if call.method == "command":
             return await native.database.command(*call.args, **call.kwargs)
+        if call.method == "list_indexes":
+            return await (await native.list_indexes()).to_list()
         method = getattr(self.collection, call.method)
         if call.method == "find":
             return await method(*call.args, **call.kwargs).to_list()

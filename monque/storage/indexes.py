@@ -1,27 +1,40 @@
-"""The four indexes the engine needs, and no more.
+"""The indexes the engine needs, created only where no equivalent one exists.
 
 - ``monque_claim`` (name, status, priority desc, nextRunAt): the claim query filters on name
   (``$in`` over the registered names) and ``status`` by equality and reads due jobs in
   (priority desc, nextRunAt) order straight from the index, with no in-memory sort.
-- ``monque_unique`` (name, uniqueKey), unique over pending and processing jobs: de-duplication
-  holds under concurrent enqueues on any number of instances.
+- ``name_1_uniqueKey_1`` (name, uniqueKey), unique over pending and processing jobs:
+  de-duplication holds under concurrent enqueues on any number of instances. The TypeScript
+  Monque creates the very same index under this name, so either side finds the other's.
 - ``monque_next_due`` (name, status, nextRunAt): when the earliest pending job of the
   worker's names is due, read as the first key of each name's range (a SORT_MERGE of index
   scans, no in-memory sort), so a worker with a change stream can arm a timer for it.
 - ``monque_leases`` (lockExpiresAt) over processing jobs only: the recovery sweep reads just
-  expired leases; the index holds only running jobs, so it stays tiny.
+  expired leases (and, as the null key, jobs held without one); it stays tiny.
+- ``monque_retention`` (expireAt, TTL) over finished jobs only, when ``retention`` is set: a
+  job retried by the TypeScript Monque keeps its ``expireAt`` but is no longer deleted.
+
+An existing index with the same key, uniqueness, partial filter and TTL (whatever its name)
+is used as it is. One that holds the name or the key with other options is an
+``IndexConflictError`` naming both, never a raw server error.
 """
 
 from __future__ import annotations
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import OperationFailure
+
+from monque.errors import IndexConflictError
 from monque.job import JobStatus
 from monque.storage.calls import Call, Operation
 
-__all__ = ["INDEXES", "ensure_indexes"]
+__all__ = ["INDEXES", "RETENTION_INDEX", "ensure_indexes", "equivalent"]
 
 ACTIVE = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
+FINISHED = [JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
 
 INDEXES = [
     IndexModel(
@@ -35,7 +48,7 @@ INDEXES = [
     ),
     IndexModel(
         [("name", ASCENDING), ("uniqueKey", ASCENDING)],
-        name="monque_unique",
+        name="name_1_uniqueKey_1",
         unique=True,
         partialFilterExpression={"uniqueKey": {"$exists": True}, "status": {"$in": ACTIVE}},
     ),
@@ -53,11 +66,109 @@ INDEXES = [
 
 # Only when retention is configured: finished jobs carry ``expireAt`` and mongod deletes them.
 RETENTION_INDEX = IndexModel(
-    [("expireAt", ASCENDING)], name="monque_retention", expireAfterSeconds=0
+    [("expireAt", ASCENDING)],
+    name="monque_retention",
+    expireAfterSeconds=0,
+    partialFilterExpression={"status": {"$in": FINISHED}},
 )
+
+# What makes two indexes the same index; the rest (``v``, ``ns``, ``background``) does not.
+_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds", "collation")
+_CONFLICT_CODES = {85, 86}  # IndexOptionsConflict, IndexKeySpecsConflict
+
+
+def _key(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [(field, _number(direction)) for field, direction in dict(spec["key"]).items()]
+
+
+def _number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _plain(value: Any) -> Any:
+    # SON and dict compare alike, numbers by value: 1 == 1.0.
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return _number(value)
+
+
+def equivalent(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same key, uniqueness, sparseness, partial filter, TTL and collation."""
+    if _key(a) != _key(b):
+        return False
+    return all(
+        _plain(a.get(o, False if o in ("unique", "sparse") else None))
+        == _plain(b.get(o, False if o in ("unique", "sparse") else None))
+        for o in _OPTIONS
+    )
+
+
+def _describe(spec: Mapping[str, Any]) -> str:
+    options = {o: _plain(spec[o]) for o in _OPTIONS if o in spec}
+    return f"{spec.get('name')!r} {dict(_key(spec))}" + (f" {options}" if options else "")
+
+
+def _conflict(wanted: Mapping[str, Any], existing: Mapping[str, Any] | None) -> IndexConflictError:
+    there = f"the existing index {_describe(existing)}" if existing else "an existing index"
+    name = existing.get("name") if existing else None
+    drop = f"db.monque_jobs.dropIndex({name!r})" if name else "drop the conflicting index"
+    return IndexConflictError(
+        f"Monque needs the index {_describe(wanted)}, which conflicts with {there}. Either "
+        f"{drop} and start again (Monque creates its own), or pass create_indexes=False "
+        "and manage the indexes yourself (docs/typescript-interop.md lists them).",
+        str(wanted.get("name")),
+        str(name) if name else None,
+    )
+
+
+def _plan(
+    models: Sequence[IndexModel], existing: Sequence[Mapping[str, Any]]
+) -> tuple[list[IndexModel], list[str]]:
+    """The models to create and the existing indexes to drop first (an old definition of
+    ``monque_retention``); raises ``IndexConflictError`` for anything else in the way."""
+    create: list[IndexModel] = []
+    drop: list[str] = []
+    by_name = {str(spec.get("name")): spec for spec in existing}
+    for model in models:
+        wanted = model.document
+        same_name = by_name.get(wanted["name"])
+        if same_name is not None:
+            if equivalent(same_name, wanted):
+                continue
+            if wanted["name"] != RETENTION_INDEX.document["name"]:
+                raise _conflict(wanted, same_name)
+            drop.append(wanted["name"])  # our own TTL index from before it was partial
+        elif any(equivalent(spec, wanted) for spec in existing):
+            continue
+        create.append(model)
+    return create, drop
 
 
 def ensure_indexes(retention: bool = False) -> Operation[list[str]]:
+    """Create the missing indexes; returns the names created."""
     models = [*INDEXES, RETENTION_INDEX] if retention else INDEXES
-    names: list[str] = yield Call("create_indexes", (models,))
-    return names
+    for attempt in range(2):
+        existing: list[Mapping[str, Any]] = yield Call("list_indexes")
+        create, drop = _plan(models, existing)
+        for name in drop:
+            yield Call("drop_index", (name,))
+        if not create:
+            return []
+        try:
+            names: list[str] = yield Call("create_indexes", (create,))
+            return names
+        except OperationFailure as exc:
+            if exc.code not in _CONFLICT_CODES:
+                raise
+            if attempt:
+                # The same key with other options under another name: name it.
+                for model in create:
+                    wanted = model.document
+                    culprit = next((s for s in existing if _key(s) == _key(wanted)), None)
+                    if culprit is not None:
+                        raise _conflict(wanted, culprit) from exc
+                raise _conflict(create[0].document, None) from exc
+            # Another instance (or implementation) may have just created one: plan again.
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -34,18 +34,25 @@ __all__ = [
     "claim",
     "claim_batch",
     "enqueue_unique",
+    "clear_stale_lease",
     "find_expired",
+    "find_foreign_expired",
+    "foreign_lease_expired",
+    "lease_of_claim",
     "insert_job",
     "insert_many",
     "new_token",
     "next_due",
     "owned_filter",
     "owned_filter_many",
+    "rank_missing_priority",
     "recover",
+    "recovery_guard",
     "release",
     "renew_leases",
     "to_millis",
     "transition",
+    "upsert_named_schedule",
     "upsert_schedule",
 ]
 
@@ -63,9 +70,52 @@ LEASE_FIELDS = {
 _NOT_CANCELLED = {"$ne": True}
 
 
-def new_token() -> str:
-    """A claim token: unique per claim, so a run is told apart from a later run of its job."""
-    return secrets.token_hex(8)
+def new_token(owner: str) -> str:
+    """A claim token: unique per claim, so a run is told apart from a later run of its job.
+
+    It starts with the owner's id: a lease (``lockExpiresAt``) counts only for the claim that
+    wrote it, and the TypeScript Monque re-claims jobs without clearing Python's lease fields.
+    """
+    return f"{owner}/{secrets.token_hex(8)}"
+
+
+def lease_of_claim(doc: Mapping[str, Any]) -> bool:
+    """Whether the document's ``lockExpiresAt`` was written by the claim it now holds.
+
+    False when another implementation claimed the job over an earlier Python claim's lease
+    (its ``claimedBy`` is not the token's owner): that lease says nothing about this claim.
+    """
+    token, owner = doc.get("claimToken"), doc.get("claimedBy")
+    if not isinstance(token, str) or not isinstance(owner, str):
+        return False
+    return token.startswith(f"{owner}/")
+
+
+def foreign_lease_expired(
+    doc: Mapping[str, Any], now: datetime, lock_timeout: float, ts_lock_timeout: float
+) -> bool:
+    """Whether a job held without a Python lease (a TypeScript worker's) was abandoned.
+
+    Judged by what the TypeScript Monque keeps fresh: ``lastHeartbeat``, written every
+    ``heartbeatInterval`` ms, is older than ``max(lock_timeout, 3 * heartbeatInterval)``;
+    without one, ``lockedAt`` (the claim) is older than ``ts_lock_timeout``, TS's own rule.
+    """
+    heartbeat, locked = _aware(doc.get("lastHeartbeat")), _aware(doc.get("lockedAt"))
+    if heartbeat is not None:
+        interval = doc.get("heartbeatInterval")
+        beats = 0.0
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool):
+            beats = 3 * max(float(interval), 0.0) / 1000
+        return heartbeat < now - timedelta(seconds=max(lock_timeout, beats))
+    if locked is not None:
+        return locked < now - timedelta(seconds=ts_lock_timeout)
+    return True  # held by nobody that could ever renew it
+
+
+def _aware(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 # A unique upsert can lose a race to a concurrent insert, or find a job that completed between
@@ -136,6 +186,42 @@ def upsert_schedule(doc: dict[str, Any]) -> Operation[tuple[dict[str, Any], bool
     raise RuntimeError(f"schedule of {doc['name']!r} did not settle")  # pragma: no cover
 
 
+_ADOPT_LIMIT = 20
+
+
+def upsert_named_schedule(
+    doc: dict[str, Any], superseded: dict[str, Any]
+) -> Operation[tuple[dict[str, Any], bool]]:
+    """``upsert_schedule`` for a schedule given no key (its key is ``schedule:<name>``): one
+    schedule per name, whichever implementation created it.
+
+    The TypeScript Monque stores a schedule without ``uniqueKey``. The first such active
+    recurring job of the name is adopted (given the key), then updated like any other; any
+    further key-less one would run every slot a second time, and is changed by ``superseded``
+    (a cancellation) if pending.
+    """
+    name, key, now = doc["name"], doc["uniqueKey"], doc["updatedAt"]
+    seen: list[Any] = []
+    for _ in range(_ADOPT_LIMIT):
+        flt = {
+            "name": name,
+            "uniqueKey": {"$exists": False},
+            "repeatInterval": {"$type": "string"},
+            "status": {"$in": ACTIVE},
+            "_id": {"$nin": seen},
+        }
+        found = yield Call("find_one", (flt,), {"sort": [("createdAt", 1)]})
+        if found is None:
+            break
+        seen.append(found["_id"])
+        mine = {"_id": found["_id"], "uniqueKey": {"$exists": False}}
+        try:
+            yield Call("update_one", (mine, {"$set": {"uniqueKey": key, "updatedAt": now}}))
+        except DuplicateKeyError:
+            yield Call("update_one", ({**mine, "status": JobStatus.PENDING.value}, superseded))
+    return (yield from upsert_schedule(doc))
+
+
 def insert_many(docs: list[dict[str, Any]]) -> Operation[list[tuple[dict[str, Any], bool]]]:
     """One unordered ``insert_many``; a document whose unique key an active job holds is
     answered with that job (created False), the rest are inserted."""
@@ -196,7 +282,7 @@ def claim(
     names: Sequence[str], owner: str, now: datetime, lock_timeout: float, token: str | None = None
 ) -> Operation[dict[str, Any] | None]:
     """Atomically take the most urgent due job among ``names``."""
-    fields = _claim_fields(owner, now, lock_timeout, token or new_token())
+    fields = _claim_fields(owner, now, lock_timeout, token or new_token(owner))
     doc: dict[str, Any] | None = yield Call(
         "find_one_and_update",
         (_due(names, now), {"$set": fields}),
@@ -223,7 +309,7 @@ def claim_batch(
     ``status``/``nextRunAt``. Only jobs the update really took are returned; none is started
     before that write is acknowledged. Every job of one call gets the same fresh claim token.
     """
-    token = token or new_token()
+    token = token or new_token(owner)
     names = [name for name, free in slots.items() if free > 0]
     wanted = sum(slots[name] for name in names)
     if wanted == 0 or limit < 1:
@@ -272,6 +358,21 @@ def claim_batch(
         chosen = [doc for doc in chosen if doc["_id"] in taken]
         exhausted = False  # a skipped job may have changed and still be due: read again
     return [{**doc, **fields} for doc in chosen], exhausted
+
+
+def rank_missing_priority(names: Sequence[str]) -> Operation[int]:
+    """Give pending jobs stored without ``priority`` (the TypeScript Monque writes none) the
+    default 0, so they rank as 0 and not below negative priorities (served by monque_claim:
+    a missing field is its null key)."""
+    if not names:
+        return 0
+    flt = {
+        "name": names[0] if len(names) == 1 else {"$in": list(names)},
+        "status": JobStatus.PENDING.value,
+        "priority": None,
+    }
+    result = yield Call("update_many", (flt, {"$set": {"priority": 0}}))
+    return int(result.modified_count)
 
 
 def next_due(names: Sequence[str]) -> Operation[datetime | None]:
@@ -406,10 +507,18 @@ def _utc_millis(when: datetime) -> datetime:
 def renew_leases(
     held: Sequence[tuple[ObjectId, str | None]], owner: str, now: datetime, lock_timeout: float
 ) -> Operation[list[tuple[ObjectId, str | None]]]:
-    """Extend the leases of the runs this owner holds; returns the runs whose claim is gone."""
+    """Extend the leases of the runs this owner holds; returns the runs whose claim is gone.
+
+    ``lockedAt`` and ``lastHeartbeat`` move too: the TypeScript Monque judges a job stale by
+    ``lockedAt`` age, and must never take a live Python run for an abandoned one.
+    """
     flt = owned_filter_many(held, owner)
     update = {
-        "$set": {"lastHeartbeat": now, "lockExpiresAt": now + timedelta(seconds=lock_timeout)}
+        "$set": {
+            "lockedAt": now,
+            "lastHeartbeat": now,
+            "lockExpiresAt": now + timedelta(seconds=lock_timeout),
+        }
     }
     result = yield Call("update_many", (flt, update))
     if result.matched_count == len(held):
@@ -438,12 +547,78 @@ def cancel_requests(held: Sequence[tuple[ObjectId, str | None]]) -> Operation[li
 
 
 def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:
-    """Expired leases, longest expired first (served by ``monque_leases``)."""
+    """Expired leases, longest expired first (served by ``monque_leases``). A lease another
+    implementation's claim left behind is among them: check ``lease_of_claim``."""
     flt = {"status": JobStatus.PROCESSING.value, "lockExpiresAt": {"$lt": now}}
     docs: list[dict[str, Any]] = yield Call(
         "find", (flt,), {"sort": [("lockExpiresAt", 1)], "limit": limit}
     )
     return docs
+
+
+def find_foreign_expired(
+    now: datetime, lock_timeout: float, ts_lock_timeout: float, limit: int
+) -> Operation[list[dict[str, Any]]]:
+    """Jobs held without a Python lease that may be abandoned (a superset: check each with
+    ``foreign_lease_expired``). Served by ``monque_leases``: a missing ``lockExpiresAt`` is
+    its null key, and the index holds processing jobs only."""
+    flt = {
+        "status": JobStatus.PROCESSING.value,
+        "lockExpiresAt": None,
+        "$or": [
+            {"lastHeartbeat": {"$lt": now - timedelta(seconds=lock_timeout)}},
+            {"lastHeartbeat": None, "lockedAt": {"$lt": now - timedelta(seconds=ts_lock_timeout)}},
+            {"lastHeartbeat": None, "lockedAt": None},
+        ],
+    }
+    # Longest silent first (no heartbeat at all sorts first): if those are not yet
+    # abandoned, no later one is.
+    docs: list[dict[str, Any]] = yield Call(
+        "find", (flt,), {"sort": [("lastHeartbeat", 1)], "limit": limit}
+    )
+    return docs
+
+
+def _same(doc: Mapping[str, Any], field: str) -> Any:
+    # Matches the field exactly as read, a missing one included.
+    return doc[field] if field in doc else {"$exists": False}
+
+
+def clear_stale_lease(doc: Mapping[str, Any]) -> Operation[bool]:
+    """Remove the lease and token an earlier Python claim left on a job another
+    implementation has claimed since (unless anything of that changed meanwhile)."""
+    flt = {
+        "_id": doc["_id"],
+        "status": JobStatus.PROCESSING.value,
+        "claimedBy": _same(doc, "claimedBy"),
+        "claimToken": _same(doc, "claimToken"),
+        "lockExpiresAt": _same(doc, "lockExpiresAt"),
+    }
+    result = yield Call("update_one", (flt, {"$unset": {"claimToken": "", "lockExpiresAt": ""}}))
+    return bool(result.modified_count)
+
+
+def recovery_guard(doc: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The filter under which a recovery of ``doc`` applies: the same claim, not renewed.
+
+    A Python claim: its owner and token, lease still expired. Any other claim: the owner and
+    the heartbeat and lock times exactly as read, and still no Python lease.
+    """
+    flt: dict[str, Any] = {"_id": doc["_id"], "status": JobStatus.PROCESSING.value}
+    if "lockExpiresAt" in doc and lease_of_claim(doc):
+        flt.update(
+            claimedBy=doc.get("claimedBy"),
+            claimToken=doc.get("claimToken"),
+            lockExpiresAt={"$lt": now},
+        )
+    else:
+        flt.update(
+            claimedBy=_same(doc, "claimedBy"),
+            lastHeartbeat=_same(doc, "lastHeartbeat"),
+            lockedAt=_same(doc, "lockedAt"),
+            lockExpiresAt={"$exists": False},
+        )
+    return flt
 
 
 def _release_update(now: datetime) -> dict[str, Any]:
@@ -479,21 +654,8 @@ def release(
     return (yield from _hand_back(owned_filter_many(held, owner), now))
 
 
-def recover(
-    job_id: ObjectId,
-    owner: str | None,
-    token: str | None,
-    now: datetime,
-    update: dict[str, Any],
-) -> Operation[bool]:
-    """Apply ``update`` to a job whose lease expired, unless that claim renewed it meanwhile
-    or the job was claimed again (another token)."""
-    flt = {
-        "_id": job_id,
-        "status": JobStatus.PROCESSING.value,
-        "claimedBy": owner,
-        "claimToken": token,
-        "lockExpiresAt": {"$lt": now},
-    }
-    result = yield Call("update_one", (flt, update))
+def recover(doc: Mapping[str, Any], now: datetime, update: dict[str, Any]) -> Operation[bool]:
+    """Apply ``update`` to an abandoned job, unless its claim was renewed meanwhile or the job
+    was claimed again (see ``recovery_guard``)."""
+    result = yield Call("update_one", (recovery_guard(doc, now), update))
     return bool(result.modified_count)

@@ -96,6 +96,9 @@ class Claimer:
         # Outcomes being written free their slots in a moment: claim for them together (one
         # batch) rather than for each as it frees (batches of one).
         await rt.writer.settled(_SETTLE_WAIT)
+        if rt.unranked:
+            rt.unranked = False
+            await rt.coll.run(ops.rank_missing_priority([d.name for d in rt.registry]))
         races = 0
         single = self._drained
         while not rt.stopping.is_set():

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
@@ -127,18 +128,48 @@ class LeaseKeeper:
                 rt.cancel(run)
 
     async def recover(self) -> None:
+        """One sweep: expired Python leases, then jobs other implementations abandoned; and
+        pending jobs stored without a priority get 0 (without a change stream, this is when)."""
         rt = self._rt
+        rt.unranked = True
         for _ in range(_RECOVERY_ROUNDS):
             now = rt.clock.now()
             docs = await rt.coll.run(ops.find_expired(now, _RECOVERY_BATCH))
             for doc in docs:
-                await self._recover_one(doc, now)
+                if ops.lease_of_claim(doc):
+                    await self._recover_one(doc, now)
+                else:
+                    await self._drop_stale_lease(doc, now)
             if len(docs) < _RECOVERY_BATCH or rt.stopping.is_set():
+                break
+        lease, ts_lease = rt.options.lock_timeout, rt.options.ts_lock_timeout
+        for _ in range(_RECOVERY_ROUNDS):
+            if rt.stopping.is_set():
+                return
+            now = rt.clock.now()
+            docs = await rt.coll.run(
+                ops.find_foreign_expired(now, lease, ts_lease, _RECOVERY_BATCH)
+            )
+            expired = [d for d in docs if ops.foreign_lease_expired(d, now, lease, ts_lease)]
+            for doc in expired:
+                await self._recover_one(doc, now)
+            # Only candidates not yet expired came back: the next sweep looks again.
+            if len(docs) < _RECOVERY_BATCH or not expired:
                 return
 
-    async def _recover_one(self, doc: dict[str, Any], now: Any) -> None:
+    async def _drop_stale_lease(self, doc: dict[str, Any], now: datetime) -> None:
+        # Another implementation (the TypeScript Monque) claimed this job over an earlier
+        # Python claim's lease: that lease says nothing about the claim; judge it by the
+        # fields its owner keeps fresh.
+        if not await self._rt.coll.run(ops.clear_stale_lease(doc)):
+            return  # changed meanwhile: the next sweep sees what it is now
+        doc = {k: v for k, v in doc.items() if k not in ("claimToken", "lockExpiresAt")}
+        options = self._rt.options
+        if ops.foreign_lease_expired(doc, now, options.lock_timeout, options.ts_lock_timeout):
+            await self._recover_one(doc, now)
+
+    async def _recover_one(self, doc: dict[str, Any], now: datetime) -> None:
         rt = self._rt
-        owner, token = doc.get("claimedBy"), doc.get("claimToken")
         try:
             job = Job.from_document(doc)
         except InvalidJobDocumentError as exc:
@@ -152,7 +183,7 @@ class LeaseKeeper:
                 },
                 "$unset": ops.LEASE_FIELDS,
             }
-            await rt.coll.run(ops.recover(doc["_id"], owner, token, now, update))
+            await rt.coll.run(ops.recover(doc, now, update))
             rt.report(exc)
             return
         if doc.get("cancelRequested") is True:
@@ -172,10 +203,10 @@ class LeaseKeeper:
             except Exception as exc:  # its schedule cannot be evaluated here: park it
                 reason = f"invalid job document: {exc!r}"
                 parked = parked_update(now, reason, rt.options.retention)
-                if await rt.coll.run(ops.recover(job.id, owner, token, now, parked.update)):
+                if await rt.coll.run(ops.recover(doc, now, parked.update)):
                     rt.report(InvalidJobDocumentError(reason, job.id), job)
                 return
-        if await rt.coll.run(ops.recover(job.id, owner, token, now, outcome.update)):
+        if await rt.coll.run(ops.recover(doc, now, outcome.update)):
             apply_update(job, outcome.update)
             cancelled = doc.get("cancelRequested") is True
             rt.events.emit(Events.JOB_CANCELLED if cancelled else Events.JOB_RECOVERED, job)

@@ -174,6 +174,7 @@ class WorkerRuntime:
         self.stopping = asyncio.Event()
         self.wake_event = asyncio.Event()
         self.cancel_hint = asyncio.Event()
+        self.unranked = False  # pending jobs stored without a priority may wait
         self.force = asyncio.Event()
         self.crashed = asyncio.Event()
         self.leases = LeaseKeeper(self)
@@ -190,6 +191,8 @@ class WorkerRuntime:
         self.started = True
         self.writer = OutcomeWriter(self.coll, owner, self._write_failed)
         self.timer = DueTimer(lambda: self._stir(None), self.clock.now)
+        # Jobs stored without a priority may wait: rank them 0 before the first claim.
+        self.unranked = True
         self.supervisor = Supervisor(self.report, self._fatal)
         self.claimer = Claimer(self)
         self.supervisor.spawn("claimer", self.claimer.run)
@@ -204,6 +207,7 @@ class WorkerRuntime:
                 self._on_stream_state,
                 self.options.stream_poll_interval,
                 on_cancel=self._on_cancel_request,
+                on_unranked=self._on_unranked,
             )
             self.supervisor.spawn("change-stream", self._watcher.run)
 
@@ -583,6 +587,9 @@ class WorkerRuntime:
             self._stir(name)
         else:
             self.timer.arm(due)
+
+    def _on_unranked(self) -> None:
+        self.unranked = True
 
     def _on_cancel_request(self, job_id: ObjectId | None) -> None:
         if any(run.job.id == job_id for run in self.runs):

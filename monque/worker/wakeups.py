@@ -53,6 +53,7 @@ PIPELINE: list[dict[str, Any]] = [
             "updateDescription.updatedFields.cancelRequested": 1,
             "fullDocument.name": 1,
             "fullDocument.nextRunAt": 1,
+            "fullDocument.priority": 1,
             "updateDescription.updatedFields.nextRunAt": 1,
         }
     },
@@ -128,10 +129,12 @@ class ChangeWatcher:
         on_state: Callable[[bool, BaseException | None], None],
         max_await: float,
         on_cancel: Callable[[Any], None] = lambda job_id: None,
+        on_unranked: Callable[[], None] = lambda: None,
     ) -> None:
         self._coll = collection
         self._on_change = on_change
         self._on_cancel = on_cancel
+        self._on_unranked = on_unranked
         self._on_state = on_state
         self._max_await_ms = max(int(max_await * 1000), 1)
         self._token: Mapping[str, Any] | None = None
@@ -190,6 +193,9 @@ class ChangeWatcher:
         if updated.get("cancelRequested") is True:
             self._on_cancel((change.get("documentKey") or {}).get("_id"))
             return
+        full = change.get("fullDocument")
+        if isinstance(full, Mapping) and "priority" not in full:
+            self._on_unranked()  # stored by the TypeScript Monque: no priority field
         self._on_change(*due_time(change))
 
     def _ends(self, change: Mapping[str, Any] | None) -> bool:
