@@ -33,14 +33,14 @@ __all__ = [
     "cancel_requests",
     "claim",
     "claim_batch",
-    "enqueue_unique",
     "clear_stale_lease",
+    "enqueue_unique",
     "find_expired",
     "find_foreign_expired",
     "foreign_lease_expired",
-    "lease_of_claim",
     "insert_job",
     "insert_many",
+    "lease_of_claim",
     "new_token",
     "next_due",
     "owned_filter",
@@ -581,7 +581,7 @@ def find_foreign_expired(
 
 def _same(doc: Mapping[str, Any], field: str) -> Any:
     # Matches the field exactly as read, a missing one included.
-    return doc[field] if field in doc else {"$exists": False}
+    return doc.get(field, {"$exists": False})
 
 
 def clear_stale_lease(doc: Mapping[str, Any]) -> Operation[bool]:
