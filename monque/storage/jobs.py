@@ -371,6 +371,10 @@ def rank_missing_priority(names: Sequence[str]) -> Operation[int]:
         "status": JobStatus.PENDING.value,
         "priority": None,
     }
+    # A read first: almost always there is none, and a read costs no write.
+    found = yield Call("find_one", (flt,), {"projection": {"_id": 1}})
+    if found is None:
+        return 0
     result = yield Call("update_many", (flt, {"$set": {"priority": 0}}))
     return int(result.modified_count)
 

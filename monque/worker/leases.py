@@ -128,10 +128,12 @@ class LeaseKeeper:
                 rt.cancel(run)
 
     async def recover(self) -> None:
-        """One sweep: expired Python leases, then jobs other implementations abandoned; and
-        pending jobs stored without a priority get 0 (without a change stream, this is when)."""
+        """One sweep: expired Python leases, then jobs other implementations abandoned."""
         rt = self._rt
-        rt.unranked = True
+        if not rt.streaming:
+            # Jobs stored without a priority are noticed by the change stream; without one,
+            # the claimer looks for them after each sweep.
+            rt.unranked = True
         for _ in range(_RECOVERY_ROUNDS):
             now = rt.clock.now()
             docs = await rt.coll.run(ops.find_expired(now, _RECOVERY_BATCH))
