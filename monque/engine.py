@@ -441,6 +441,19 @@ class Monque(EventEmitter):
             mg.get_jobs(name=name, status=status, limit=limit, cursor=cursor, now=self.clock.now())
         )
 
+    async def unschedule(self, name: str, *, unique_key: str | None = None) -> int:
+        """Remove the recurring job ``schedule()`` stored for ``(name, unique_key)``; returns
+        how many were removed (0 or 1). ``JobStateError`` while that job is running."""
+        return await self._manage(self._unschedule_op(name, unique_key))
+
+    def unschedule_sync(self, name: str, *, unique_key: str | None = None) -> int:
+        return self._manage_sync(self._unschedule_op(name, unique_key))
+
+    def _unschedule_op(self, name: str, unique_key: str | None) -> Operation[int]:
+        check_name(name)
+        key = check_unique_key(unique_key) if unique_key is not None else f"schedule:{name}"
+        return mg.unschedule(name, key)
+
     async def cancel_job(self, job_id: ObjectId | str) -> Job[Any]:
         """Cancel a pending job now, or ask the worker running it to stop (it ends cancelled).
 

@@ -73,6 +73,9 @@ class Job(Generic[T]):
     updated_at: datetime | None = None
     created: bool = field(default=False, compare=False)
     progress: dict[str, Any] | None = None
+    fail_traceback: str | None = None
+    failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
     _stop_flag: threading.Event = field(
         default_factory=threading.Event, init=False, repr=False, compare=False
     )
@@ -155,6 +158,9 @@ class Job(Generic[T]):
             created_at=_date(doc, "createdAt"),
             updated_at=_date(doc, "updatedAt"),
             progress=_typed(doc, "progress", dict),
+            fail_traceback=_typed(doc, "failTraceback", str),
+            failed_at=_date(doc, "failedAt"),
+            cancelled_at=_date(doc, "cancelledAt"),
             created=created,
         )
 

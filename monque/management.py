@@ -276,6 +276,26 @@ def delete_job(job_id: ObjectId) -> Operation[Job[Any]]:
     return (yield from _refuse(job_id, "delete"))
 
 
+def unschedule(name: str, key: str) -> Operation[int]:
+    """Delete the pending recurring job of ``(name, key)``; 0 if there is none.
+
+    A run in progress keeps its schedule (its completion stores the next slot), so it is a
+    ``JobStateError``: unschedule once it has finished, or cancel it.
+    """
+    base = {"name": name, "uniqueKey": key, "repeatInterval": {"$exists": True}}
+    running = yield Call("find_one", ({**base, "status": JobStatus.PROCESSING.value},))
+    if running is not None:
+        raise JobStateError(
+            f"schedule {name!r} (key {key!r}) is running; unschedule it once the run has "
+            "finished, or cancel_job() it",
+            running["_id"],
+            JobStatus.PROCESSING.value,
+            "unschedule",
+        )
+    result = yield Call("delete_many", ({**base, "status": JobStatus.PENDING.value},))
+    return int(result.deleted_count)
+
+
 def cancel_jobs(
     selector: JobSelector, now: datetime, retention: Retention = None
 ) -> Operation[int]:

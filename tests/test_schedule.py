@@ -14,7 +14,7 @@ from pymongo.database import Database
 
 from monque import Events, Job
 from monque.cron import check_cron, next_run
-from monque.errors import InvalidCronError
+from monque.errors import InvalidCronError, JobStateError
 from tests.conftest import MakeMonque
 from tests.helpers import Recorder, eventually
 
@@ -181,3 +181,39 @@ async def test_recurring_job_out_of_retries_waits_for_its_next_slot(
     assert doc is not None
     assert doc["failReason"] == "RuntimeError: always"
     assert doc["nextRunAt"].replace(tzinfo=timezone.utc) == job.next_run_at, "its next cron slot"
+
+
+async def test_unschedule_removes_the_schedule_and_refuses_a_running_one(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    monque = make_monque()
+    await monque.schedule("0 3 * * *", "nightly")
+    keyed = await monque.schedule("0 4 * * *", "nightly", unique_key="second")
+    other = await monque.enqueue("nightly")  # a one-off job of the name is not a schedule
+    assert await monque.unschedule("nightly") == 1
+    assert await monque.unschedule("nightly") == 0
+    left = {d["_id"] for d in mongo_db.monque_jobs.find({"name": "nightly"})}
+    assert left == {keyed.id, other.id}
+    mongo_db.monque_jobs.update_one({"_id": keyed.id}, {"$set": {"status": "processing"}})
+    with pytest.raises(JobStateError, match="running"):
+        await monque.unschedule("nightly", unique_key="second")
+    assert mongo_db.monque_jobs.count_documents({"_id": keyed.id}) == 1
+
+
+async def test_a_failed_job_carries_its_traceback_and_time(make_monque: MakeMonque) -> None:
+    monque = make_monque(max_retries=1)
+    events = Recorder().listen(monque, Events.JOB_FAIL)
+
+    def broken(job: Job[Any]) -> None:
+        raise KeyError("missing")
+
+    monque.worker("broken", broken)
+    job = await monque.now("broken")
+    await monque.start()
+    await events.wait_for(Events.JOB_FAIL)
+    await monque.stop()
+    stored = await monque.get_job(job.id)
+    assert stored is not None and stored.status.value == "failed"
+    assert stored.fail_traceback is not None and "KeyError: 'missing'" in stored.fail_traceback
+    assert "in broken" in stored.fail_traceback
+    assert stored.failed_at is not None and stored.failed_at >= job.created_at
