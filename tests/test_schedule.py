@@ -216,4 +216,5 @@ async def test_a_failed_job_carries_its_traceback_and_time(make_monque: MakeMonq
     assert stored is not None and stored.status.value == "failed"
     assert stored.fail_traceback is not None and "KeyError: 'missing'" in stored.fail_traceback
     assert "in broken" in stored.fail_traceback
+    assert job.created_at is not None
     assert stored.failed_at is not None and stored.failed_at >= job.created_at
