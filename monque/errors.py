@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,19 @@ __all__ = [
     "UniqueKeyConflictError",
     "UnknownJobError",
     "WorkerRegistrationError",
+    "brief",
 ]
+
+
+_TOPOLOGY = re.compile(r",? Topology Description: .*$", re.S)
+_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
+
+
+def brief(exc: BaseException) -> str:
+    """An error's message in one line: a driver error without its topology description
+    (which spans screens during an outage) or its timeout settings."""
+    text = _TIMEOUTS.sub("", _TOPOLOGY.sub("", str(exc)))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 class MonqueError(Exception):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pymongo.errors import PyMongoError
 
-from monque.errors import ConnectionError
+from monque.errors import ConnectionError, brief
 from monque.storage import jobs as ops
 
 if TYPE_CHECKING:
@@ -76,9 +76,11 @@ class Claimer:
             try:
                 await self._fill_slots()
                 failures = 0
+                rt.outage.ok("claiming jobs")
             except PyMongoError as exc:
                 failures += 1
-                rt.report(ConnectionError(f"claiming jobs failed: {exc}"))
+                rt.outage.failed("claiming jobs", exc)
+                rt.report(ConnectionError(f"claiming jobs failed: {brief(exc)}"))
             if failures:
                 delay = min(rt.options.poll_interval * 2 ** min(failures, 10), _MAX_ERROR_BACKOFF)
                 await _wait(rt.stopping, delay)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from monque.clock import SKEW_WARNING
-from monque.errors import ConnectionError, InvalidJobDocumentError
+from monque.errors import ConnectionError, InvalidJobDocumentError, brief
 from monque.events import Events
 from monque.job import Job, JobStatus
 from monque.lifecycle import cancelled_update, failure_update, parked_update
 from monque.storage import instances
 from monque.storage import jobs as ops
+from monque.worker import joblog
 from monque.worker.run import RunState
 
 if TYPE_CHECKING:
@@ -67,8 +68,10 @@ class LeaseKeeper:
             rt.cancel_hint.clear()
             try:
                 await self.check_cancellations()
+                rt.outage.ok("checking for cancel requests")
             except PyMongoError as exc:
-                rt.report(ConnectionError(f"checking for cancel requests failed: {exc}"))
+                rt.outage.failed("checking for cancel requests", exc)
+                rt.report(ConnectionError(f"checking for cancel requests failed: {brief(exc)}"))
 
     async def _every(
         self,
@@ -86,8 +89,10 @@ class LeaseKeeper:
                 return
             try:
                 await action()
+                rt.outage.ok(what)
             except PyMongoError as exc:
-                rt.report(ConnectionError(f"{what} failed: {exc}"))
+                rt.outage.failed(what, exc)
+                rt.report(ConnectionError(f"{what} failed: {brief(exc)}"))
 
     # -- one round of each ----------------------------------------------------------------------
 
@@ -212,6 +217,10 @@ class LeaseKeeper:
             apply_update(job, outcome.update)
             cancelled = doc.get("cancelRequested") is True
             rt.events.emit(Events.JOB_CANCELLED if cancelled else Events.JOB_RECOVERED, job)
+            if cancelled:
+                joblog.cancelled(job)
+            else:
+                joblog.recovered(job, doc.get("claimedBy"))
             rt.wake()
 
 

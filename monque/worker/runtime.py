@@ -29,6 +29,7 @@ from monque.errors import (
     OutcomeNotStoredError,
     ShutdownStalledError,
     ShutdownTimeoutError,
+    brief,
 )
 from monque.events import EventEmitter, Events
 from monque.job import Job, JobStatus
@@ -44,6 +45,7 @@ from monque.options import MonqueOptions
 from monque.storage import instances
 from monque.storage import jobs as ops
 from monque.storage.calls import JobCollection
+from monque.worker import joblog
 from monque.worker.claimer import Claimer
 from monque.worker.handlers import start_handler
 from monque.worker.leases import LeaseKeeper, apply_update
@@ -174,6 +176,7 @@ class WorkerRuntime:
         self.stopping = asyncio.Event()
         self.wake_event = asyncio.Event()
         self.cancel_hint = asyncio.Event()
+        self.outage = joblog.Outage()
         self.unranked = False  # pending jobs stored without a priority may wait
         self.force = asyncio.Event()
         self.crashed = asyncio.Event()
@@ -283,7 +286,7 @@ class WorkerRuntime:
                 max(end - loop.time(), 0.0),
             )
         except (PyMongoError, asyncio.TimeoutError) as exc:  # its lease runs out instead
-            self.report(ConnectionError(f"unregistering the instance failed: {exc!r}"))
+            self.report(ConnectionError(f"unregistering the instance failed: {brief(exc)}"))
 
     async def _wait_for_runs(self, runs: list[Run], deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -328,7 +331,7 @@ class WorkerRuntime:
                 )
             except (PyMongoError, asyncio.TimeoutError) as exc:
                 # The leases expire and the recovery sweep of any instance takes them back.
-                self.report(ConnectionError(f"could not hand back jobs at shutdown: {exc!r}"))
+                self.report(ConnectionError(f"could not hand back jobs at shutdown: {brief(exc)}"))
         for run in stuck:
             if not run.definition.is_async and run.handler is not None:
                 run.handler.cancel()  # a thread cannot be stopped: stop waiting for it
@@ -393,6 +396,7 @@ class WorkerRuntime:
         job = run.job
         job._attach(lambda j, v, m: self._report_progress(run, v, m), asyncio.get_running_loop())
         self.events.emit(Events.JOB_START, job)
+        joblog.started(job)
         try:
             try:
                 run.handler = start_handler(run.definition, job)
@@ -450,7 +454,9 @@ class WorkerRuntime:
         # recurring job with a cancel request stops its schedule instead.
         cancel_wins = job.repeat_interval is not None
         if await self._write(run, outcome, cancel_wins=cancel_wins):
-            self.events.emit(Events.JOB_COMPLETE, job, time_since(run))
+            seconds = time_since(run)
+            self.events.emit(Events.JOB_COMPLETE, job, seconds)
+            joblog.completed(job, seconds)
 
     async def _failed(self, run: Run, error: BaseException) -> None:
         job = run.job
@@ -471,6 +477,7 @@ class WorkerRuntime:
             return
         if await self._write(run, outcome):
             self.events.emit(Events.JOB_FAIL, job, error, outcome.will_retry)
+            joblog.failed(job, error, outcome.will_retry, time_since(run))
 
     async def _park(self, run: Run, error: Exception) -> None:
         """The run's own document cannot be evaluated: fail the job for good and report it."""
@@ -479,6 +486,7 @@ class WorkerRuntime:
         outcome = parked_update(self.clock.now(), reason, self.options.retention)
         if await self._write(run, outcome, cancel_wins=False):
             self.events.emit(Events.JOB_FAIL, run.job, error, False)
+            joblog.failed(run.job, error, False, time_since(run))
 
     def cancel(self, run: Run) -> None:
         """A cancel request reached a running job: it ends cancelled now, its handler is told.
@@ -492,6 +500,7 @@ class WorkerRuntime:
         outcome = cancelled_update(self.clock.now(), self.options.retention)
         if await self._write(run, outcome, cancel_wins=False):
             self.events.emit(Events.JOB_CANCELLED, run.job)
+            joblog.cancelled(run.job)
 
     def lose(self, run: Run) -> None:
         """This instance no longer holds the run's claim: stop the handler, write nothing."""
@@ -499,6 +508,7 @@ class WorkerRuntime:
             run.state = RunState.ABANDONED
             run.interrupt()
             self.events.emit(Events.JOB_LOST, run.job)
+            joblog.lost(run.job)
 
     async def _write(self, run: Run, outcome: Outcome, *, cancel_wins: bool = True) -> bool:
         """Write a run's outcome (batched, retried through outages); True once applied."""
@@ -572,7 +582,7 @@ class WorkerRuntime:
         jobs = {run.job.id: run.job for run in self.runs}
         for item in items:
             self.report(
-                ConnectionError(f"recording the result of job {item.job_id} failed: {exc}"),
+                ConnectionError(f"recording the result of job {item.job_id} failed: {brief(exc)}"),
                 jobs.get(item.job_id),
             )
 
@@ -627,7 +637,9 @@ class WorkerRuntime:
     def report(self, error: BaseException, job: Job[Any] | None = None) -> None:
         """Emit ``job:error``; without listeners, log it."""
         if not self.events.emit(Events.JOB_ERROR, error, job):
-            log.warning("monque error: %s", error)
+            # Database trouble is logged by ``outage``, once per outage; the rest here.
+            level = logging.DEBUG if isinstance(error, ConnectionError) else logging.WARNING
+            log.log(level, "monque error: %s", error)
 
 
 def time_since(run: Run) -> float:
