@@ -6,9 +6,10 @@ import asyncio
 import time
 
 from monque.engine import Monque
+from monque.errors import MonqueError
 from monque.job import JobStatus, utcnow
 
-__all__ = ["drain"]
+__all__ = ["drain", "drain_sync"]
 
 
 async def drain(monque: Monque, *, timeout: float = 10.0, interval: float = 0.02) -> None:
@@ -36,3 +37,24 @@ async def drain(monque: Monque, *, timeout: float = 10.0, interval: float = 0.02
         if time.monotonic() > deadline:
             raise TimeoutError(f"queue not drained after {timeout}s: {busy} job(s) due or running")
         await asyncio.sleep(interval)
+
+
+def drain_sync(monque: Monque, *, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """``drain`` for sync apps (Flask, scripts, ``SyncMonqueContainer``): runs the worker in
+    this thread until nothing is due or running, then stops it.
+
+    The engine must not be running already (a worker in another thread or loop): this call
+    runs one itself.
+    """
+    if monque.is_running:
+        raise MonqueError(
+            "drain_sync() runs the worker itself: stop the running one first, or await drain()"
+        )
+
+    async def run() -> None:
+        try:
+            await drain(monque, timeout=timeout, interval=interval)
+        finally:
+            await monque.stop()
+
+    asyncio.run(run())

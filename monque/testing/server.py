@@ -5,6 +5,7 @@ The server is a test surrogate only: production needs a real MongoDB 6+.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -49,7 +50,9 @@ class EmbeddedMongo:
         self.storage_path = Path(storage_path or tempfile.mkdtemp(prefix="monque-secantus-"))
         self.port = port or free_port()
         self.standalone = standalone
+        self._own_log = log_file is None
         self._log_path = Path(log_file) if log_file else self.storage_path.with_suffix(".log")
+        self._failed = False  # a server that failed to start keeps its log for the reader
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,6 +67,11 @@ class EmbeddedMongo:
         """Start the server and wait until it answers ``ping``."""
         if self.running:
             return self
+        if importlib.util.find_spec("secantus") is None:
+            raise RuntimeError(
+                "no MongoDB server for the tests: set MONGODB_URI to one, or install the "
+                "embedded server with pip install 'monque-py[embedded]'"
+            )
         args = [
             sys.executable,
             "-m",
@@ -98,6 +106,7 @@ class EmbeddedMongo:
         try:
             while True:
                 if self._proc is not None and self._proc.poll() is not None:
+                    self._failed = True
                     raise RuntimeError(
                         f"embedded MongoDB exited with {self._proc.returncode}; "
                         f"see {self._log_path}"
@@ -107,6 +116,7 @@ class EmbeddedMongo:
                     return
                 except PyMongoError:
                     if time.monotonic() > deadline:
+                        self._failed = True
                         raise TimeoutError(
                             f"embedded MongoDB not ready after {timeout}s; see {self._log_path}"
                         ) from None
@@ -135,6 +145,8 @@ class EmbeddedMongo:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.storage_path, ignore_errors=True)
+            if self._own_log and not self._failed:
+                self._log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> EmbeddedMongo:
         return self.start()
