@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -685,11 +686,13 @@ class Monque(EventEmitter):
         if not await self.drain_listeners(max(end - loop.time(), 0.0)):
             log.warning("async event listeners still running after stop(); left running")
 
-    async def run(self) -> None:
-        """Start, run until ``request_stop()`` (or cancellation), then stop gracefully.
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Start, run until SIGINT/SIGTERM or ``request_stop()`` (or cancellation), then stop
+        gracefully.
 
-        A second ``request_stop()`` while stopping stops at once (running jobs are handed
-        back). Raises ``LoopCrashedError`` if a worker loop kept crashing and stopped the worker.
+        A second signal or ``request_stop()`` while stopping stops at once (running jobs are
+        handed back). Signals are handled only in the main thread, and only while this runs.
+        Raises ``LoopCrashedError`` if a worker loop kept crashing and stopped the worker.
         """
         requests = 0
         wanted = asyncio.Event()
@@ -712,6 +715,12 @@ class Monque(EventEmitter):
         await self.start()
         runtime = self._runtime
         assert runtime is not None
+        signals: list[signal.Signals] = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop)
+                    signals.append(sig)
         self.emit(Events.WORKER_STARTED)
         try:
             waiters = [
@@ -735,6 +744,8 @@ class Monque(EventEmitter):
         finally:
             await self.stop()
             self._stop_requested = None
+            for sig in signals:
+                loop.remove_signal_handler(sig)
         if runtime.failure is not None:
             raise runtime.failure
 
@@ -748,11 +759,4 @@ class Monque(EventEmitter):
         """Run a worker in this thread until SIGINT/SIGTERM or ``request_stop()`` (twice: at
         once)."""
 
-        async def main() -> None:
-            if handle_signals and threading.current_thread() is threading.main_thread():
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self.request_stop)
-            await self.run()
-
-        asyncio.run(main())
+        asyncio.run(self.run(handle_signals=handle_signals))
