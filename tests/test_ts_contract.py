@@ -352,10 +352,11 @@ async def test_the_typescript_monque_finds_our_unique_index_as_its_own(
     """TS's createIndexes names its index name_1_uniqueKey_1; ours has that name and spec,
     so its createIndexes after ours is a no-op instead of IndexOptionsConflict."""
     await make_monque().initialize()
-    mongo_db.monque_jobs.create_index(
+    mongo_db.monque_jobs.create_index(  # as TS's createIndexes sends it
         list(TS_UNIQUE["key"].items()),
         unique=True,
         partialFilterExpression=TS_UNIQUE["partialFilterExpression"],
+        background=True,
     )
     assert _indexes_on(mongo_db, "name", "uniqueKey") == ["name_1_uniqueKey_1"]
 

@@ -51,6 +51,10 @@ INDEXES = [
         name="name_1_uniqueKey_1",
         unique=True,
         partialFilterExpression={"uniqueKey": {"$exists": True}, "status": {"$in": ACTIVE}},
+        # Exactly the TypeScript Monque's spec, option order included: mongod ignores
+        # ``background`` since 4.2, but a server that compares it would otherwise refuse the
+        # second side's createIndexes (IndexKeySpecsConflict).
+        background=True,
     ),
     IndexModel(
         [("name", ASCENDING), ("status", ASCENDING), ("nextRunAt", ASCENDING)],
