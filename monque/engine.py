@@ -712,7 +712,11 @@ class Monque(EventEmitter):
                 loop.call_soon_threadsafe(on_loop)
 
         self._stop_requested = request
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self._stop_requested = None  # no worker to stop: a later request is a no-op
+            raise
         runtime = self._runtime
         assert runtime is not None
         signals: list[signal.Signals] = []

@@ -1,10 +1,10 @@
-"""Errors of the dependency-injector integration."""
+"""Errors and warnings of the dependency-injector integration."""
 
 from __future__ import annotations
 
 from monque.errors import MonqueError
 
-__all__ = ["JobDefinitionError", "JobResolutionError"]
+__all__ = ["ContainerError", "JobDefinitionError", "JobResolutionError", "MonqueDIWarning"]
 
 
 class JobDefinitionError(MonqueError):
@@ -13,3 +13,13 @@ class JobDefinitionError(MonqueError):
 
 class JobResolutionError(MonqueError):
     """An ``@Job`` class cannot be built from the container (a dependency is missing)."""
+
+
+class ContainerError(MonqueError):
+    """The app container cannot provide what the engine needs (an undefined configuration
+    option, a ``Dependency`` nobody provided, no nested ``MonqueContainer``...), in one line."""
+
+
+class MonqueDIWarning(UserWarning):
+    """A container set-up that works, but not the way it looks: a ``Closing[...]`` marker on a
+    shared ``providers.Resource``, ``Provide[...]`` markers on a handler nobody wired."""

@@ -137,7 +137,7 @@ async def test_schedule_from_the_decorator_is_never_duplicated(
 async def test_producer_only_claims_nothing_and_knows_the_job_names(
     app: AppContainer, mongo_db: Database[dict[str, Any]], mongo_db_name: str
 ) -> None:
-    app.config.from_dict(_config(mongo_db_name, producer_only="true"))
+    app.config.from_dict(_config(mongo_db_name, producer_only="true", known_jobs="true"))
     monque = await _start(app)
     assert not monque.is_running
     job = await monque.enqueue("send-email", {"to": "x@example.com"})
@@ -189,6 +189,7 @@ async def test_every_handle_kind_end_to_end(
         closers.append(connection.close)
     container = AppContainer(connection=connection)
     container.config.from_dict(_config(mongo_db_name))
+    container.wire(modules=[jobs])
     try:
         monque = await _start(container)
         await monque.enqueue("send-email", {"to": kind})
@@ -196,6 +197,7 @@ async def test_every_handle_kind_end_to_end(
         assert container.mailer().sent == [kind]
     finally:
         await container.shutdown_resources()  # type: ignore[misc]
+        container.unwire()
         for close in closers:
             result = close()
             if asyncio.iscoroutine(result):
@@ -259,7 +261,13 @@ def test_definition_errors() -> None:
 
 def test_discovery_from_packages_and_dotted_names() -> None:
     names = [spec.name for spec in discover_jobs(["tests.di_app"])]
-    assert names == ["send-email", "nightly-report", "with-session"]
+    assert names == [
+        "send-email",
+        "nightly-report",
+        "with-session",
+        "hold-session",
+        "session-in-init",
+    ]
     assert [s.name for s in discover_jobs([jobs, jobs.SendEmail])] == names
 
 

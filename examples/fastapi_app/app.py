@@ -19,7 +19,10 @@ def create_container(uri: str | None = None, database: str = "fastapi_example") 
     container = Container()
     container.config.from_dict(
         {
-            "mongo": {"uri": uri or os.environ.get("MONGODB_URI", "mongodb://localhost:27017")},
+            "mongo": {
+                "uri": uri or os.environ.get("MONGODB_URI", "mongodb://localhost:27017"),
+                "database": database,
+            },
             "mail": {"sender": "noreply@example.com"},
             "monque": {"database": database, "poll_interval": 0.2},
         }
@@ -35,6 +38,7 @@ def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await container.init_resources()  # type: ignore[misc]
+        await container.users().create_indexes()
         yield
         await container.shutdown_resources()  # type: ignore[misc]
         await container.mongo().close()
@@ -44,10 +48,19 @@ def create_app(container: Container) -> FastAPI:
 
     @app.post("/signups")
     async def sign_up(body: SignUp) -> dict[str, Any]:
+        users = container.users()
+        user = await users.sign_up(body.email)
+        if user["welcomed"]:
+            return {"job": None, "created": False, "welcomed": True}
         monque: Monque = await container.monque.engine()
+        # A unique key de-duplicates only while its job is pending or running: a double
+        # submit, a retried request or two tabs signing up at once get this one job, not a
+        # second email. Once the job has finished the key is free again, so it cannot mean
+        # "once per address, ever": that is the user's `welcomed` flag, checked above and by
+        # the handler itself.
         job = await monque.enqueue(
             "send-welcome-email", {"email": body.email}, unique_key=f"welcome:{body.email}"
         )
-        return {"job": str(job.id), "created": job.created}
+        return {"job": str(job.id), "created": job.created, "welcomed": False}
 
     return app

@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 from monque_di import MonqueContainer
 
 from . import jobs
-from .services import Mailer
+from .services import Mailer, Users
 
 
 class Container(containers.DeclarativeContainer):
@@ -21,7 +21,10 @@ class Container(containers.DeclarativeContainer):
         AsyncMongoClient, config.mongo.uri
     )
     mailer = providers.Singleton(Mailer, sender=config.mail.sender)
-    send_welcome_email = providers.Factory(jobs.SendWelcomeEmail, mailer=mailer)
+    users = providers.Singleton(Users, mongo, config.mongo.database)
+    # Constructor injection: the job classes get their services from these providers, so
+    # nothing needs @inject or container.wire().
+    send_welcome_email = providers.Factory(jobs.SendWelcomeEmail, mailer=mailer, users=users)
     daily_digest = providers.Factory(jobs.DailyDigest, mailer=mailer)
 
     monque = providers.Container(

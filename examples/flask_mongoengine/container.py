@@ -29,9 +29,11 @@ class Container(containers.DeclarativeContainer):
 
 
 def create_container(
-    *, producer_only: bool, uri: str | None = None, db: str = "flask_example"
+    *, producer_only: bool, uri: str | None = None, db: str | None = None
 ) -> Container:
+    """The container, on $MONGODB_URI (default localhost) and $MONGODB_DB (``flask_example``)."""
     uri = uri or os.environ.get("MONGODB_URI", "mongodb://localhost:27017")
+    db = db or os.environ.get("MONGODB_DB", "flask_example")
     mongoengine.connect(db=db, host=uri, uuidRepresentation="standard")
     container = Container()
     container.config.from_dict(

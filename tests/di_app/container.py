@@ -19,8 +19,9 @@ class AppContainer(containers.DeclarativeContainer):
     connection: providers.Dependency[Any] = providers.Dependency()
 
     mailer = providers.Singleton(Mailer)
-    session = providers.Resource(open_session)
+    session = providers.ContextLocalResource(open_session)  # one per job
     send_email = providers.Factory(jobs.SendEmail, mailer=mailer)
+    session_in_init = providers.Factory(jobs.SessionInInit, session=session)
 
     monque = providers.Container(
         MonqueContainer,
@@ -39,8 +40,9 @@ class SyncAppContainer(containers.DeclarativeContainer):
     connection: providers.Dependency[Any] = providers.Dependency()
 
     mailer = providers.Singleton(Mailer)
-    session = providers.Resource(open_session)
+    session = providers.ContextLocalResource(open_session)
     send_email = providers.Factory(jobs.SendEmail, mailer=mailer)
+    session_in_init = providers.Factory(jobs.SessionInInit, session=session)
 
     monque = providers.Container(
         SyncMonqueContainer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any, ClassVar
 
 from dependency_injector.wiring import Closing, Provide, inject
@@ -36,7 +37,8 @@ class NightlyReport:
 
 @Job(name="with-session")
 class WithSession:
-    """Uses a per-job resource through dependency-injector's Closing marker."""
+    """Uses a per-job resource (a ContextLocalResource) through the Closing marker: needs
+    @inject and the module wired (container.wire(modules=[jobs]))."""
 
     used: ClassVar[list[Session]] = []
 
@@ -45,3 +47,34 @@ class WithSession:
         WithSession.used.append(session)
         if job.data == "fail":
             raise RuntimeError("job failed with its session open")
+
+
+@Job(name="hold-session")
+class HoldSession:
+    """Keeps its per-job session open until ``gate`` is set, then reports whether it was
+    still open: another job finishing meanwhile must not have closed it."""
+
+    gate: ClassVar[threading.Event] = threading.Event()
+    holding: ClassVar[threading.Event] = threading.Event()
+    seen: ClassVar[list[tuple[Session, bool]]] = []
+
+    @inject
+    def handle(self, job: JobModel[Any], session: Session = Closing[Provide["session"]]) -> None:
+        HoldSession.holding.set()
+        if not HoldSession.gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
+        HoldSession.seen.append((session, session.closed))
+
+
+@Job(name="session-in-init")
+class SessionInInit:
+    """Gets a per-job resource through its provider (constructor injection: nothing to wire);
+    monque_di closes it when the job ends."""
+
+    seen: ClassVar[list[tuple[Session, bool]]] = []
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def handle(self, job: JobModel[Any]) -> None:
+        SessionInInit.seen.append((self.session, self.session.closed))
