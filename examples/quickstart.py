@@ -74,12 +74,16 @@ async def demo(uri: str) -> None:
     print("3. a failing job retried with exponential backoff (backoff_base=0.5s)")
     await monque.now("flaky")
 
-    print("4. a cron job (every minute) and start the workers")
-    await monque.schedule("* * * * *", "heartbeat-report")
+    print("4. a cron job every 10 seconds (6 fields: seconds first) and start the workers")
+    cron = await monque.schedule("*/10 * * * * *", "heartbeat-report")
     await monque.start()
+    print(
+        f"   waiting for the retries and the cron job (next at {cron.next_run_at:%H:%M:%S} UTC);"
+        " Ctrl-C stops"
+    )
 
     try:
-        await asyncio.wait_for(done.wait(), timeout=75)
+        await asyncio.wait_for(done.wait(), timeout=30)
     finally:
         await monque.stop()
         await client.drop_database("monque_quickstart")
@@ -96,7 +100,12 @@ def main() -> None:
                 "production)"
             )
             uri = stack.enter_context(EmbeddedMongo()).uri
-        asyncio.run(demo(uri))
+        try:
+            asyncio.run(demo(uri))
+        except KeyboardInterrupt:
+            # asyncio.run cancelled the demo, whose ``finally`` stopped the workers.
+            print("\ninterrupted: workers stopped")
+            raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

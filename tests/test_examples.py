@@ -210,3 +210,36 @@ def test_flask_example_web_process_starts_as_documented(
         assert "/invoices" in result.stdout and "/invoices/<number>" in result.stdout
     finally:
         mongo_client.drop_database(mongo_db_name)
+
+
+def _quickstart(uri: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "MONGODB_URI": uri, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "examples/quickstart.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_quickstart_demo_says_what_it_waits_for_and_finishes(mongodb_uri: str) -> None:
+    proc = _quickstart(mongodb_uri)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "waiting for the retries and the cron job (next at" in out
+    assert "cron job fired: heartbeat-report" in out and "stopped gracefully" in out
+
+
+def test_the_quickstart_demo_exits_cleanly_on_ctrl_c(mongodb_uri: str) -> None:
+    proc = _quickstart(mongodb_uri)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # until the workers run
+        if "waiting for" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted: workers stopped" in out
+    assert "Traceback" not in err, err
