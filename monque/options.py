@@ -48,7 +48,11 @@ class MonqueOptions:
         ts_lock_timeout: for jobs a TypeScript Monque worker holds (no Python lease) and that
             carry no ``lastHeartbeat``: how old ``lockedAt`` must be before the job counts as
             abandoned; match the TS ``lockTimeout`` (30 min, its default). With a heartbeat,
-            ``max(lock_timeout, 3 * heartbeatInterval)`` of silence decides.
+            ``max(lock_timeout, 3 * heartbeatInterval) + ts_shutdown_timeout`` of silence
+            decides.
+        ts_shutdown_timeout: the TypeScript workers' ``shutdownTimeout`` (30 s, its default):
+            a stopping TS worker no longer heartbeats while it waits this long for its
+            handlers, and must not look dead meanwhile.
         instance_id: this instance's owner token (host:pid:random by default).
         max_payload_size: largest job data in BSON bytes (None: MongoDB's 16 MiB).
         create_indexes: create the indexes in ``initialize()`` (True).
@@ -72,6 +76,7 @@ class MonqueOptions:
     heartbeat_interval: float = 10.0
     recovery_interval: float = 15.0
     ts_lock_timeout: float = 1800.0
+    ts_shutdown_timeout: float = 30.0
     instance_id: str = field(default_factory=_default_instance_id)
     max_payload_size: int | None = None
     create_indexes: bool = True
@@ -103,6 +108,7 @@ class MonqueOptions:
             "heartbeat_interval",
             "recovery_interval",
             "ts_lock_timeout",
+            "ts_shutdown_timeout",
         ):
             if name in values:
                 values[name] = to_seconds(values[name], name, allow_zero=name == "shutdown_timeout")

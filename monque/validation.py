@@ -54,10 +54,20 @@ def js_length(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: BSON cannot store it
+        return False
+    return True
+
+
 def check_name(name: object) -> str:
     """A job name: 1 to 255 UTF-16 units, no whitespace, no control characters (the TS rules)."""
     if not isinstance(name, str):
         raise InvalidJobNameError(f"job name must be a string, not {type(name).__name__}")
+    if not _encodable(name):
+        raise InvalidJobNameError(f"job name is not valid Unicode text: {name!r}")
     if not name:
         raise InvalidJobNameError("job name must not be empty")
     if js_length(name) > MAX_NAME_LENGTH:
@@ -78,7 +88,12 @@ def check_unique_key(key: object) -> str:
             f"unique_key must be a string, not {type(key).__name__} (operator documents are "
             "never used in queries)"
         )
-    if not key.strip() or js_length(key) > MAX_UNIQUE_KEY_LENGTH:
+    if not _encodable(key):
+        raise InvalidUniqueKeyError(f"unique_key is not valid Unicode text: {key!r}")
+    # Blank as JavaScript's trim() sees it (it also strips U+FEFF).
+    if all(ch in _JS_WHITESPACE or ch.isspace() for ch in key) or (
+        js_length(key) > MAX_UNIQUE_KEY_LENGTH
+    ):
         raise InvalidUniqueKeyError(
             f"unique_key must have 1 to {MAX_UNIQUE_KEY_LENGTH} characters and not be only "
             f"whitespace, got {js_length(key)}"

@@ -18,6 +18,7 @@ FAST: dict[str, Any] = {
     "recovery_interval": 0.2,
     "backoff_base": 0.05,
     "shutdown_timeout": 5,
+    "ts_shutdown_timeout": 1,
 }
 
 MakeMonque = Callable[..., Monque]

@@ -48,8 +48,13 @@ def test_aliases_are_stored_in_their_five_field_form_and_whitespace_normalized()
     assert check_cron(" */5  *  * * * ") == "*/5 * * * *"
     start = datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
     assert next_run(check_cron("@hourly"), start) == datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
-    # An alias stored by an earlier version still evaluates.
+    # An alias stored by an earlier version still evaluates, and those only the TypeScript
+    # Monque accepts (cron-parser's, seconds first) are read when its schedules come by.
     assert next_run("@midnight", start) == datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert next_run("@minutely", start) == datetime(2026, 1, 1, 10, 31, tzinfo=timezone.utc)
+    assert next_run("@weekends", start) == datetime(2026, 1, 3, tzinfo=timezone.utc)
+    with pytest.raises(InvalidCronError):
+        check_cron("@minutely")
 
 
 def test_six_fields_read_seconds_first_as_cron_parser_does() -> None:
@@ -218,3 +223,28 @@ async def test_a_failed_job_carries_its_traceback_and_time(make_monque: MakeMonq
     assert "in broken" in stored.fail_traceback
     assert job.created_at is not None
     assert stored.failed_at is not None and stored.failed_at >= job.created_at
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("0 22-2 * * *", "wraps around"),
+        ("0 0 * * FRI-MON", "wraps around"),
+        ("0 0 * * 0,7", "repeats"),
+        ("*/15,30 * * * *", "repeats"),
+        ("0 0 31 2 *", "never occurs"),
+        ("0 0 * * 6/1", "start with a step"),
+        ("0 0 */2 * 1", "both day-of-month and day-of-week"),
+        ("0 0 */1 * */7", "both day-of-month and day-of-week"),
+    ],
+)
+def test_forms_the_two_parsers_read_differently_are_refused(cron: str, why: str) -> None:
+    """Found by a differential fuzz against cron-parser (tests/interop)."""
+    with pytest.raises(InvalidCronError, match=why):
+        check_cron(cron)
+
+
+def test_a_one_value_range_is_stored_as_the_value() -> None:
+    # croniter reads "15-15" as "*": every hour instead of 15:00.
+    assert check_cron("0 15-15 * * *") == "0 15 * * *"
+    assert check_cron("0 0 * OCT-10/1 5-5/2") == "0 0 * 10 5"

@@ -63,8 +63,10 @@ def test_a_lease_counts_only_for_the_claim_that_wrote_it() -> None:
     # TS recovery unset claimedBy and left the token.
     assert not ops.lease_of_claim({"claimToken": token})
     assert not ops.lease_of_claim({"claimedBy": "py-1"})
-    # An owner id that is a prefix of another's does not pass for it.
+    # An owner id that is a prefix of another's does not pass for it, "/" in ids included.
     assert not ops.lease_of_claim({"claimedBy": "py", "claimToken": ops.new_token("py-1")})
+    assert not ops.lease_of_claim({"claimedBy": "w", "claimToken": ops.new_token("w/1")})
+    assert ops.lease_of_claim({"claimedBy": "w/1", "claimToken": ops.new_token("w/1")})
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,12 @@ def test_a_lease_counts_only_for_the_claim_that_wrote_it() -> None:
         # A short TS heartbeat interval never makes it shorter than our own lease.
         ({"lastHeartbeat": NOW - timedelta(seconds=20), "heartbeatInterval": 1000}, False),
         ({"lastHeartbeat": NOW - timedelta(seconds=31), "heartbeatInterval": 1000}, True),
-        ({"lastHeartbeat": NOW - timedelta(seconds=31), "heartbeatInterval": "x"}, True),
+        # Stored as TS was configured: a numeric string counts; garbage means TS's 30 s.
+        ({"lastHeartbeat": NOW - timedelta(seconds=31), "heartbeatInterval": "3000"}, True),
+        ({"lastHeartbeat": NOW - timedelta(seconds=29), "heartbeatInterval": "30000"}, False),
+        ({"lastHeartbeat": NOW - timedelta(seconds=89), "heartbeatInterval": "x"}, False),
+        ({"lastHeartbeat": NOW - timedelta(seconds=89)}, False),
+        ({"lastHeartbeat": NOW - timedelta(seconds=91), "heartbeatInterval": 0}, True),
         # No heartbeat: TS's own rule, lockedAt older than its lockTimeout.
         ({"lockedAt": NOW - timedelta(minutes=29)}, False),
         ({"lockedAt": NOW - timedelta(minutes=31)}, True),
@@ -87,6 +94,15 @@ def test_a_foreign_claim_is_judged_by_the_fields_its_owner_keeps_fresh(
     fields: dict[str, Any], expired: bool
 ) -> None:
     assert ops.foreign_lease_expired(fields, NOW, 30.0, 1800.0) is expired
+
+
+def test_a_stopping_typescript_worker_is_given_its_shutdown_timeout() -> None:
+    """TS stop() ends heartbeats first, then waits up to shutdownTimeout for its handlers."""
+    beat = {"lastHeartbeat": NOW - timedelta(seconds=40), "heartbeatInterval": 5000}
+    assert ops.foreign_lease_expired(beat, NOW, 30.0, 1800.0, ts_shutdown=0)
+    assert not ops.foreign_lease_expired(beat, NOW, 30.0, 1800.0, ts_shutdown=30)
+    late = {**beat, "lastHeartbeat": NOW - timedelta(seconds=61)}
+    assert ops.foreign_lease_expired(late, NOW, 30.0, 1800.0, ts_shutdown=30)
 
 
 # -- against the server ---------------------------------------------------------------------------
@@ -378,3 +394,36 @@ async def test_retention_never_deletes_a_live_job(
         "status": {"$in": ["completed", "failed", "cancelled"]}
     }
     await make_monque(retention={"completed": 60}).initialize()  # idempotent
+
+
+async def test_twenty_five_keyless_schedules_become_one_in_one_call(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """TS inserts a key-less schedule at every deploy: 25 of them, one schedule() call."""
+    ids = [ts_schedule(mongo_db, "nightly", "0 4 * * *") for _ in range(25)]
+    job = await make_monque().schedule("0 4 * * *", "nightly")
+    assert job.id == ids[0], "the oldest is adopted"
+    active = mongo_db.monque_jobs.count_documents({"name": "nightly", "status": "pending"})
+    assert active == 1
+    assert mongo_db.monque_jobs.count_documents({"status": "cancelled"}) == 24
+
+
+async def test_a_pending_job_left_with_a_cancel_request_is_cancelled_by_the_sweep(
+    make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """TS ignores cancelRequested on a run it holds and keeps it when it reschedules the
+    job: {status: pending, cancelRequested: true}, which no Python worker claims."""
+    left = ts_schedule(mongo_db, "report", "*/5 * * * *", cancelRequested=True)
+    plain = ts_schedule(mongo_db, "report", "*/10 * * * *")
+    monque = make_monque()
+    monque.worker("report", lambda job: None)
+    await monque.start()
+    await eventually(
+        lambda: (mongo_db.monque_jobs.find_one({"_id": left}) or {}).get("status") == "cancelled",
+        message="the sweep cancelled it",
+    )
+    await monque.stop()
+    doc = mongo_db.monque_jobs.find_one({"_id": left})
+    assert doc is not None and "cancelledAt" in doc and "cancelRequested" not in doc
+    other = mongo_db.monque_jobs.find_one({"_id": plain})
+    assert other is not None and other["status"] == "pending"

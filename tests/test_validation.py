@@ -37,6 +37,7 @@ from tests.conftest import MakeMonque
         "ideographic\u3000space",
         "bom\ufeffname",
         "c1\x85control",
+        "lone\ud800surrogate",
         "del\x7f",
         "x" * 256,
         "\U0001f600" * 128,  # 128 characters, 256 UTF-16 units
@@ -58,7 +59,8 @@ async def test_names_the_typescript_monque_accepts(make_monque: MakeMonque, name
 
 
 @pytest.mark.parametrize(
-    "key", [{"$ne": None}, 1, b"bytes", "", "   ", "k" * 1025, "bell\x07", ["a"]]
+    "key",
+    [{"$ne": None}, 1, b"bytes", "", "   ", "\ufeff", "k" * 1025, "bell\x07", "\ud800", ["a"]],
 )
 async def test_bad_unique_keys_are_never_used_in_a_query(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], key: Any

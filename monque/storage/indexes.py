@@ -11,6 +11,9 @@
   scans, no in-memory sort), so a worker with a change stream can arm a timer for it.
 - ``monque_leases`` (lockExpiresAt) over processing jobs only: the recovery sweep reads just
   expired leases (and, as the null key, jobs held without one); it stays tiny.
+- ``monque_cancel_requests`` over jobs with a cancel request only (a handful): the sweep finds
+  pending ones, which the TypeScript Monque leaves behind when it reschedules or retries a job
+  whose running cancel it ignored.
 - ``monque_retention`` (expireAt, TTL) over finished jobs only, when ``retention`` is set: a
   job retried by the TypeScript Monque keeps its ``expireAt`` but is no longer deleted.
 
@@ -65,6 +68,11 @@ INDEXES = [
         name="monque_leases",
         partialFilterExpression={"status": JobStatus.PROCESSING.value},
     ),
+    IndexModel(
+        [("cancelRequested", ASCENDING)],
+        name="monque_cancel_requests",
+        partialFilterExpression={"cancelRequested": True},
+    ),
 ]
 
 
@@ -79,6 +87,7 @@ RETENTION_INDEX = IndexModel(
 # What makes two indexes the same index; the rest (``v``, ``ns``, ``background``) does not.
 _OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds", "collation")
 _CONFLICT_CODES = {85, 86}  # IndexOptionsConflict, IndexKeySpecsConflict
+_INDEX_NOT_FOUND = 27
 
 
 def _key(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -157,7 +166,11 @@ def ensure_indexes(retention: bool = False) -> Operation[list[str]]:
         existing: list[Mapping[str, Any]] = yield Call("list_indexes")
         create, drop = _plan(models, existing)
         for name in drop:
-            yield Call("drop_index", (name,))
+            try:
+                yield Call("drop_index", (name,))
+            except OperationFailure as exc:
+                if exc.code != _INDEX_NOT_FOUND:
+                    raise  # 27: another instance replaced it first
         if not create:
             return []
         try:

@@ -30,6 +30,7 @@ __all__ = [
     "LOST",
     "OutcomeWrite",
     "apply_transitions",
+    "cancel_requested_pending",
     "cancel_requests",
     "claim",
     "claim_batch",
@@ -88,25 +89,49 @@ def lease_of_claim(doc: Mapping[str, Any]) -> bool:
     token, owner = doc.get("claimToken"), doc.get("claimedBy")
     if not isinstance(token, str) or not isinstance(owner, str):
         return False
-    return token.startswith(f"{owner}/")
+    # The random part never holds "/"; an owner id may: compare the whole owner part.
+    return token.rpartition("/")[0] == owner
+
+
+_TS_HEARTBEAT_MS = 30_000.0  # the TypeScript Monque's default heartbeatInterval
+
+
+def heartbeat_silence(doc: Mapping[str, Any], lock_timeout: float, ts_shutdown: float) -> float:
+    """How long a foreign holder's ``lastHeartbeat`` may be silent before its job counts as
+    abandoned: ``max(lock_timeout, 3 * heartbeatInterval) + ts_shutdown``.
+
+    ``ts_shutdown`` because a TypeScript worker stops heartbeating when its ``stop()`` begins
+    and then waits up to its ``shutdownTimeout`` for running handlers. ``heartbeatInterval``
+    is stored as TS was configured (a number, or a numeric string from an environment
+    variable); anything else counts as TS's default, 30 s.
+    """
+    interval = doc.get("heartbeatInterval")
+    try:
+        millis = float(interval) if not isinstance(interval, bool) else _TS_HEARTBEAT_MS  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        millis = _TS_HEARTBEAT_MS
+    if not millis > 0 or millis == float("inf"):
+        millis = _TS_HEARTBEAT_MS
+    return max(lock_timeout, 3 * millis / 1000) + ts_shutdown
 
 
 def foreign_lease_expired(
-    doc: Mapping[str, Any], now: datetime, lock_timeout: float, ts_lock_timeout: float
+    doc: Mapping[str, Any],
+    now: datetime,
+    lock_timeout: float,
+    ts_lock_timeout: float,
+    ts_shutdown: float = 0.0,
 ) -> bool:
     """Whether a job held without a Python lease (a TypeScript worker's) was abandoned.
 
-    Judged by what the TypeScript Monque keeps fresh: ``lastHeartbeat``, written every
-    ``heartbeatInterval`` ms, is older than ``max(lock_timeout, 3 * heartbeatInterval)``;
-    without one, ``lockedAt`` (the claim) is older than ``ts_lock_timeout``, TS's own rule.
+    Judged by what the TypeScript Monque keeps fresh: ``lastHeartbeat`` silent for longer than
+    ``heartbeat_silence``; without one, ``lockedAt`` (the claim) older than
+    ``ts_lock_timeout``, TS's own rule.
     """
     heartbeat, locked = _aware(doc.get("lastHeartbeat")), _aware(doc.get("lockedAt"))
     if heartbeat is not None:
-        interval = doc.get("heartbeatInterval")
-        beats = 0.0
-        if isinstance(interval, (int, float)) and not isinstance(interval, bool):
-            beats = 3 * max(float(interval), 0.0) / 1000
-        return heartbeat < now - timedelta(seconds=max(lock_timeout, beats))
+        silence = heartbeat_silence(doc, lock_timeout, ts_shutdown)
+        return heartbeat < now - timedelta(seconds=silence)
     if locked is not None:
         return locked < now - timedelta(seconds=ts_lock_timeout)
     return True  # held by nobody that could ever renew it
@@ -186,39 +211,33 @@ def upsert_schedule(doc: dict[str, Any]) -> Operation[tuple[dict[str, Any], bool
     raise RuntimeError(f"schedule of {doc['name']!r} did not settle")  # pragma: no cover
 
 
-_ADOPT_LIMIT = 20
-
-
 def upsert_named_schedule(
     doc: dict[str, Any], superseded: dict[str, Any]
 ) -> Operation[tuple[dict[str, Any], bool]]:
     """``upsert_schedule`` for a schedule given no key (its key is ``schedule:<name>``): one
     schedule per name, whichever implementation created it.
 
-    The TypeScript Monque stores a schedule without ``uniqueKey``. The first such active
-    recurring job of the name is adopted (given the key), then updated like any other; any
-    further key-less one would run every slot a second time, and is changed by ``superseded``
-    (a cancellation) if pending.
+    The TypeScript Monque stores a schedule without ``uniqueKey`` (a new one at every
+    ``schedule()`` call). The oldest such active recurring job of the name is adopted (given
+    the key) unless a keyed one exists, then updated like any other; every other key-less one
+    that is pending would run each slot again, and gets ``superseded`` (a cancellation). One
+    running now is left to finish, and superseded by the next call.
     """
     name, key, now = doc["name"], doc["uniqueKey"], doc["updatedAt"]
-    seen: list[Any] = []
-    for _ in range(_ADOPT_LIMIT):
-        flt = {
-            "name": name,
-            "uniqueKey": {"$exists": False},
-            "repeatInterval": {"$type": "string"},
-            "status": {"$in": ACTIVE},
-            "_id": {"$nin": seen},
-        }
-        found = yield Call("find_one", (flt,), {"sort": [("createdAt", 1)]})
-        if found is None:
-            break
-        seen.append(found["_id"])
+    keyless = {
+        "name": name,
+        "uniqueKey": {"$exists": False},
+        "repeatInterval": {"$type": "string"},
+    }
+    found = yield Call(
+        "find_one", ({**keyless, "status": {"$in": ACTIVE}},), {"sort": [("createdAt", 1)]}
+    )
+    if found is not None:
         mine = {"_id": found["_id"], "uniqueKey": {"$exists": False}}
-        try:
+        # A keyed schedule of the name exists already: nothing to adopt.
+        with contextlib.suppress(DuplicateKeyError):
             yield Call("update_one", (mine, {"$set": {"uniqueKey": key, "updatedAt": now}}))
-        except DuplicateKeyError:
-            yield Call("update_one", ({**mine, "status": JobStatus.PENDING.value}, superseded))
+        yield Call("update_many", ({**keyless, "status": JobStatus.PENDING.value}, superseded))
     return (yield from upsert_schedule(doc))
 
 
@@ -358,6 +377,16 @@ def claim_batch(
         chosen = [doc for doc in chosen if doc["_id"] in taken]
         exhausted = False  # a skipped job may have changed and still be due: read again
     return [{**doc, **fields} for doc in chosen], exhausted
+
+
+def cancel_requested_pending(update: dict[str, Any]) -> Operation[int]:
+    """Apply ``update`` (a cancellation) to pending jobs that carry a cancel request: the
+    TypeScript Monque ignores the request of a run it holds, and leaves it on the job when it
+    reschedules or retries it, where no Python worker would ever claim it (served by
+    ``monque_cancel_requests``)."""
+    flt = {"cancelRequested": True, "status": JobStatus.PENDING.value}
+    result = yield Call("update_many", (flt, update))
+    return int(result.modified_count)
 
 
 def rank_missing_priority(names: Sequence[str]) -> Operation[int]:
@@ -561,7 +590,7 @@ def find_expired(now: datetime, limit: int) -> Operation[list[dict[str, Any]]]:
 
 
 def find_foreign_expired(
-    now: datetime, lock_timeout: float, ts_lock_timeout: float, limit: int
+    now: datetime, lock_timeout: float, ts_lock_timeout: float, limit: int, ts_shutdown: float = 0
 ) -> Operation[list[dict[str, Any]]]:
     """Jobs held without a Python lease that may be abandoned (a superset: check each with
     ``foreign_lease_expired``). Served by ``monque_leases``: a missing ``lockExpiresAt`` is
@@ -570,7 +599,7 @@ def find_foreign_expired(
         "status": JobStatus.PROCESSING.value,
         "lockExpiresAt": None,
         "$or": [
-            {"lastHeartbeat": {"$lt": now - timedelta(seconds=lock_timeout)}},
+            {"lastHeartbeat": {"$lt": now - timedelta(seconds=lock_timeout + ts_shutdown)}},
             {"lastHeartbeat": None, "lockedAt": {"$lt": now - timedelta(seconds=ts_lock_timeout)}},
             {"lastHeartbeat": None, "lockedAt": None},
         ],
@@ -620,7 +649,7 @@ def recovery_guard(doc: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             claimedBy=_same(doc, "claimedBy"),
             lastHeartbeat=_same(doc, "lastHeartbeat"),
             lockedAt=_same(doc, "lockedAt"),
-            lockExpiresAt={"$exists": False},
+            lockExpiresAt=None,  # missing or null: what find_foreign_expired reads
         )
     return flt
 

@@ -135,6 +135,9 @@ class LeaseKeeper:
     async def recover(self) -> None:
         """One sweep: expired Python leases, then jobs other implementations abandoned."""
         rt = self._rt
+        stale = cancelled_update(rt.clock.now(), rt.options.retention).update
+        if cancelled := await rt.coll.run(ops.cancel_requested_pending(stale)):
+            log.info("cancelled %d pending job(s) that carried a cancel request", cancelled)
         if not rt.streaming:
             # Jobs stored without a priority are noticed by the change stream; without one,
             # the claimer looks for them after each sweep.
@@ -150,14 +153,17 @@ class LeaseKeeper:
             if len(docs) < _RECOVERY_BATCH or rt.stopping.is_set():
                 break
         lease, ts_lease = rt.options.lock_timeout, rt.options.ts_lock_timeout
+        ts_stop = rt.options.ts_shutdown_timeout
         for _ in range(_RECOVERY_ROUNDS):
             if rt.stopping.is_set():
                 return
             now = rt.clock.now()
             docs = await rt.coll.run(
-                ops.find_foreign_expired(now, lease, ts_lease, _RECOVERY_BATCH)
+                ops.find_foreign_expired(now, lease, ts_lease, _RECOVERY_BATCH, ts_stop)
             )
-            expired = [d for d in docs if ops.foreign_lease_expired(d, now, lease, ts_lease)]
+            expired = [
+                d for d in docs if ops.foreign_lease_expired(d, now, lease, ts_lease, ts_stop)
+            ]
             for doc in expired:
                 await self._recover_one(doc, now)
             # Only candidates not yet expired came back: the next sweep looks again.
@@ -172,7 +178,9 @@ class LeaseKeeper:
             return  # changed meanwhile: the next sweep sees what it is now
         doc = {k: v for k, v in doc.items() if k not in ("claimToken", "lockExpiresAt")}
         options = self._rt.options
-        if ops.foreign_lease_expired(doc, now, options.lock_timeout, options.ts_lock_timeout):
+        if ops.foreign_lease_expired(
+            doc, now, options.lock_timeout, options.ts_lock_timeout, options.ts_shutdown_timeout
+        ):
             await self._recover_one(doc, now)
 
     async def _recover_one(self, doc: dict[str, Any], now: datetime) -> None:

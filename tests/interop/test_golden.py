@@ -372,8 +372,9 @@ def test_ts_index_list() -> None:
 async def test_both_libraries_create_their_indexes_on_one_collection(
     first: str, mongo_db: Database[dict[str, Any]], async_mongo_db: AsyncDatabase[dict[str, Any]]
 ) -> None:
-    """TS creates ``name_1_uniqueKey_1`` and Python ``monque_unique``: the same key, unique,
-    with the same partial filter. Either order must leave both libraries able to start."""
+    """Both create the unique (name, uniqueKey) index with the same partial filter, under the
+    same name (``name_1_uniqueKey_1``) and spec. Either order must leave both libraries able
+    to start."""
     ts_models = _ts_index_models()
     monque = Monque(async_mongo_db)
     if first == "ts":

@@ -5,6 +5,7 @@ limits: the tests pin down the documented behaviour (docs/typescript-interop.md)
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,7 +14,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
 from monque import Job, JobStatus, Monque
-from monque.cron import next_run
+from monque.cron import check_cron, next_run
+from monque.errors import InvalidCronError
 from tests.conftest import FAST
 from tests.helpers import eventually
 from tests.interop.harness import TsHarness, TsOpError, ts_job
@@ -116,3 +118,85 @@ async def test_row12_a_ts_worker_reschedules_in_the_node_process_zone(
     assert upcoming == next_run("0 9 * * *", made_due, "America/New_York")
     assert upcoming != next_run("0 9 * * *", made_due, "Europe/Berlin")
     assert after["timezone"] == "Europe/Berlin", "the field stays; only TS ignores it"
+
+
+def _random_cron(rnd: random.Random) -> str:
+    """An expression from the whole grammar both parsers share, many of them invalid."""
+    bounds = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+    names: list[list[str] | None] = [None, None, None, None, MONTHS, DAYS]
+
+    def value(i: int) -> str:
+        choices = names[i]
+        if choices is not None and rnd.random() < 0.3:
+            return rnd.choice(choices)
+        return str(rnd.randint(*bounds[i]))
+
+    def item(i: int) -> str:
+        high = bounds[i][1]
+        k = rnd.random()
+        if k < 0.2:
+            return "*"
+        if k < 0.35:
+            return f"*/{rnd.randint(1, high)}"
+        if k < 0.55:
+            return value(i)
+        if k < 0.75:
+            return f"{value(i)}-{value(i)}"
+        if k < 0.9:
+            return f"{value(i)}-{value(i)}/{rnd.randint(1, max(high // 2, 1))}"
+        return f"{value(i)}/{rnd.randint(1, max(high // 2, 1))}"
+
+    fields = range(6) if rnd.random() < 0.3 else range(1, 6)
+    return " ".join(
+        ",".join(item(i) for _ in range(1 if rnd.random() < 0.8 else 2)) for i in fields
+    )
+
+
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+REFS = [
+    datetime(2024, 2, 28, 23, 59, 59, 500000, tzinfo=UTC),
+    datetime(2024, 12, 31, 23, 59, tzinfo=UTC),
+    datetime(2025, 6, 15, 8, 59, 30, tzinfo=UTC),
+    datetime(2026, 3, 1, tzinfo=UTC),
+]
+
+
+async def test_row4_every_cron_python_accepts_runs_at_the_same_times_in_cron_parser(
+    ts: TsHarness,
+) -> None:
+    """A differential fuzz: 3,000 random expressions; every one check_cron() accepts must be
+    accepted by cron-parser as stored and give the same next 8 runs from 4 reference times."""
+    rnd = random.Random(20261129)
+    accepted: dict[str, str] = {}
+    for _ in range(3000):
+        expr = _random_cron(rnd)
+        try:
+            accepted[expr] = check_cron(expr)
+        except InvalidCronError:
+            continue
+    assert len(accepted) > 200
+    stored_forms = sorted(set(accepted.values()))
+    theirs = await ts.run(
+        "cronruns.mjs",
+        exprs=stored_forms,
+        refs=[r.isoformat() for r in REFS],
+        n=8,
+        env={"TZ": "UTC"},
+        timeout=120,
+    )
+    problems = []
+    for expr, form in accepted.items():
+        result = theirs[form]
+        if not result["ok"]:
+            problems.append(f"{expr!r} (stored {form!r}): cron-parser refuses: {result['error']}")
+            continue
+        for ref, their_runs in zip(REFS, result["runs"], strict=True):
+            ours, current = [], ref
+            for _ in range(8):
+                current = next_run(form, current)
+                ours.append(current.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+            if ours != their_runs:
+                problems.append(f"{expr!r} from {ref}: ours {ours[:2]} theirs {their_runs[:2]}")
+                break
+    assert not problems, "\n".join(problems[:20])
