@@ -22,7 +22,7 @@ from monque.errors import (
     JobStateError,
     UniqueKeyConflictError,
 )
-from monque.job import Job, JobStatus
+from monque.job import Job, JobStatus, utc
 from monque.lifecycle import Retention, expiry
 from monque.storage.calls import Call, Operation
 from monque.storage.indexes import ACTIVE
@@ -365,3 +365,190 @@ def get_stats(name: str | None) -> Operation[QueueStats]:
         avg_wait=wait / 1000 if wait is not None else None,
         avg_run=run / 1000 if run is not None else None,
     )
+
+
+# -- read-only queries for ``monque stats`` ------------------------------------------------
+
+__all__ += [
+    "LiveInstance",
+    "QueueTimings",
+    "Throughput",
+    "count_by_name",
+    "get_throughput",
+    "get_timings",
+    "live_instances",
+    "running_by_owner",
+]
+
+
+def _name_match(name: str | None) -> dict[str, Any]:
+    return {"name": name} if name is not None else {}
+
+
+def count_by_name(name: str | None = None) -> Operation[dict[str, dict[str, int]]]:
+    """Jobs per name and status: ``{name: {status: count}}`` (statuses with no jobs absent)."""
+    pipeline = [
+        {"$match": _name_match(name)},
+        {"$group": {"_id": {"name": "$name", "status": "$status"}, "count": {"$sum": 1}}},
+    ]
+    rows = yield Call("aggregate_list", (pipeline,))
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        key = row["_id"] if isinstance(row["_id"], dict) else {}
+        job_name, status = key.get("name"), key.get("status")
+        if isinstance(job_name, str) and isinstance(status, str):
+            counts.setdefault(job_name, {})[status] = int(row["count"])
+    return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Jobs whose last run completed, or whose last failed attempt ended, in the last
+    ``minutes`` (by ``completedAt`` / ``failedAt``; a job counts once per window)."""
+
+    minutes: int
+    completed: int
+    failed: int
+
+    @property
+    def completed_per_minute(self) -> float:
+        return self.completed / self.minutes
+
+    @property
+    def failed_per_minute(self) -> float:
+        return self.failed / self.minutes
+
+
+def get_throughput(
+    name: str | None, now: datetime, minutes: Sequence[int] = (5, 15)
+) -> Operation[list[Throughput]]:
+    """Completed and failed runs per window, with one aggregation (dates from ``now``, the
+    server's time: no ``$$NOW``)."""
+    windows = sorted({int(m) for m in minutes})
+    if not windows or windows[0] < 1:
+        raise InvalidOptionError("throughput windows must be whole minutes >= 1")
+    since = {m: now - timedelta(minutes=m) for m in windows}
+    oldest = since[windows[-1]]
+    group: dict[str, Any] = {"_id": None}
+    for m in windows:
+        for label, field_name in (("c", "$completedAt"), ("f", "$failedAt")):
+            group[f"{label}{m}"] = {"$sum": {"$cond": [{"$gte": [field_name, since[m]]}, 1, 0]}}
+    pipeline = [
+        {
+            "$match": {
+                **_name_match(name),
+                "$or": [{"completedAt": {"$gte": oldest}}, {"failedAt": {"$gte": oldest}}],
+            }
+        },
+        {"$group": group},
+    ]
+    rows = yield Call("aggregate_list", (pipeline,))
+    row = rows[0] if rows else {}
+    return [Throughput(m, int(row.get(f"c{m}", 0)), int(row.get(f"f{m}", 0))) for m in windows]
+
+
+@dataclass(frozen=True)
+class QueueTimings:
+    """How long jobs wait and run (seconds).
+
+    ``avg_wait`` is measured from ``nextRunAt`` (when a job became due) to ``startedAt``, so
+    delayed and scheduled jobs do not look slow; ``avg_run`` from ``startedAt`` to
+    ``completedAt``; both over the completed jobs still stored. ``due`` pending jobs are due
+    now, the oldest of them for ``oldest_due`` seconds.
+    """
+
+    avg_wait: float | None = None
+    avg_run: float | None = None
+    completed: int = 0
+    due: int = 0
+    oldest_due: float | None = None
+
+
+def get_timings(name: str | None, now: datetime) -> Operation[QueueTimings]:
+    finished = [
+        {
+            "$match": {
+                **_name_match(name),
+                "status": JobStatus.COMPLETED.value,
+                "startedAt": {"$type": "date"},
+                "nextRunAt": {"$type": "date"},
+                "completedAt": {"$type": "date"},
+            }
+        },
+        {
+            "$group": {
+                "_id": None,
+                "count": {"$sum": 1},
+                "wait": {"$avg": {"$max": [0, {"$subtract": ["$startedAt", "$nextRunAt"]}]}},
+                "run": {"$avg": {"$max": [0, {"$subtract": ["$completedAt", "$startedAt"]}]}},
+            }
+        },
+    ]
+    rows = yield Call("aggregate_list", (finished,))
+    done = rows[0] if rows else {}
+    due_pipeline = [
+        {
+            "$match": {
+                **_name_match(name),
+                "status": JobStatus.PENDING.value,
+                "nextRunAt": {"$lte": now},
+            }
+        },
+        {"$group": {"_id": None, "count": {"$sum": 1}, "oldest": {"$min": "$nextRunAt"}}},
+    ]
+    rows = yield Call("aggregate_list", (due_pipeline,))
+    due = rows[0] if rows else {}
+    oldest = due.get("oldest")
+    wait, run = done.get("wait"), done.get("run")
+    return QueueTimings(
+        avg_wait=wait / 1000 if wait is not None else None,
+        avg_run=run / 1000 if run is not None else None,
+        completed=int(done.get("count", 0)),
+        due=int(due.get("count", 0)),
+        oldest_due=(
+            max((now - utc(oldest)).total_seconds(), 0.0) if isinstance(oldest, datetime) else None
+        ),
+    )
+
+
+def running_by_owner() -> Operation[dict[str, int]]:
+    """Processing jobs per ``claimedBy`` (the instance id running them)."""
+    pipeline = [
+        {"$match": {"status": JobStatus.PROCESSING.value}},
+        {"$group": {"_id": "$claimedBy", "count": {"$sum": 1}}},
+    ]
+    rows = yield Call("aggregate_list", (pipeline,))
+    return {row["_id"]: int(row["count"]) for row in rows if isinstance(row["_id"], str)}
+
+
+@dataclass(frozen=True)
+class LiveInstance:
+    """A running worker as registered in ``<collection>_instances``."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    started_at: datetime | None
+    last_seen: datetime | None
+    expires_at: datetime | None
+    running: int = 0  # jobs it holds (filled in from the jobs collection)
+
+
+def live_instances(now: datetime) -> Operation[list[LiveInstance]]:
+    """Instances whose registration has not expired; run on the instances collection."""
+    docs = yield Call("find", ({"expiresAt": {"$gte": now}},), {"sort": [("startedAt", 1)]})
+    return [
+        LiveInstance(
+            id=str(doc["_id"]),
+            host=doc.get("host") if isinstance(doc.get("host"), str) else None,
+            pid=doc.get("pid") if isinstance(doc.get("pid"), int) else None,
+            started_at=_when(doc.get("startedAt")),
+            last_seen=_when(doc.get("lastSeen")),
+            expires_at=_when(doc.get("expiresAt")),
+        )
+        for doc in docs
+    ]
+
+
+def _when(value: object) -> datetime | None:
+    return utc(value) if isinstance(value, datetime) else None

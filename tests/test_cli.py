@@ -55,7 +55,14 @@ def test_enqueue_list_show_and_stats(run: Any, mongo_db: Database[dict[str, Any]
     shown = run("jobs", "show", created["id"])
     assert shown.exit_code == 0 and created["id"] in shown.output
     stats = json.loads(run("--json", "stats").output)
-    assert stats["counts"] == {"pending": 2} and stats["total"] == 2
+    assert stats["counts"] == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert stats["total"] == 2
     assert "pending" in run("stats", "--name", "report").output
 
 
@@ -157,9 +164,7 @@ def test_worker_command_on_a_monque_instance(
     monque.enqueue_sync("a")
     monque.enqueue_sync("b")
     cli_target.shared = monque
-    thread, results = _run_worker_in_thread(
-        ["--uri", mongodb_uri, "worker", "tests.cli_target:shared", "--names", "a"]
-    )
+    thread, results = _run_worker_in_thread(["worker", "tests.cli_target:shared", "--names", "a"])
     try:
         wait_until(lambda: ran)
     finally:
@@ -184,9 +189,9 @@ def test_worker_command_on_a_di_container(
     engines: list[Monque] = []
     real_run = Monque.run
 
-    async def spy_run(self: Monque) -> None:  # to reach the engine the CLI runs, and stop it
+    async def spy_run(self: Monque, **kwargs: Any) -> None:  # to reach the engine, and stop it
         engines.append(self)
-        await real_run(self)
+        await real_run(self, **kwargs)
 
     with mock.patch.object(Monque, "run", spy_run):
         thread, results = _run_worker_in_thread(

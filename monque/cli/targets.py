@@ -6,12 +6,13 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from monque.engine import Monque
 from monque.errors import MonqueError
 
-__all__ = ["load_target"]
+__all__ = ["is_container", "load_target", "prepare_container", "resolve_engine"]
 
 
 def load_target(target: str) -> Any:
@@ -34,9 +35,10 @@ def load_target(target: str) -> Any:
 
 
 def is_container(obj: object) -> bool:
-    try:
-        from dependency_injector import containers
-    except ImportError:
+    # A container's module has imported dependency-injector already: importing it here for
+    # a Monque target would only slow the start down.
+    containers = sys.modules.get("dependency_injector.containers")
+    if containers is None:
         return False
     return isinstance(obj, containers.Container) or (
         inspect.isclass(obj) and issubclass(obj, containers.Container)
@@ -56,3 +58,55 @@ def resolve_engine(obj: object) -> Monque:
         f"TARGET must name a Monque, a function returning one, or a monque_di container; "
         f"got {type(obj).__name__}"
     )
+
+
+async def _async_client(uri: str, options: dict[str, Any]) -> AsyncIterator[Any]:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **options)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _sync_client(uri: str, options: dict[str, Any]) -> Iterator[Any]:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def prepare_container(
+    obj: Any,
+    uri: str | None,
+    database: str | None,
+    *,
+    collection: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """The app container ``monque_di.run_worker`` runs: a class is instantiated; the engine
+    of the ``MonqueContainer`` it nests is pointed at ``uri`` (a client of the container's
+    kind, closed with the container's resources), ``database`` and ``collection`` when
+    given (``timeout``: the client's server selection timeout, seconds)."""
+    from dependency_injector import providers
+
+    from monque_di import SyncMonqueContainer, find_monque_container
+
+    app = obj() if isinstance(obj, type) else obj
+    nested = find_monque_container(app)
+    settings = {"database": database, "collection": collection}
+    chosen = {key: value for key, value in settings.items() if value is not None}
+    if chosen:
+        nested.config.from_dict({**(nested.config() or {}), **chosen})
+    if uri is not None:
+        options: dict[str, Any] = {"appname": "monque-worker"}
+        if timeout is not None:
+            options["serverSelectionTimeoutMS"] = max(int(timeout * 1000), 1)
+        is_sync = issubclass(nested.declarative_parent, SyncMonqueContainer)
+        client = providers.Resource(_sync_client if is_sync else _async_client, uri, options)
+        nested.connection.override(client)
+    return app
