@@ -39,6 +39,7 @@ from monque_di.resolution import (
     check_resolvable,
     check_resolvable_sync,
     check_wiring,
+    discard,
     make_handler,
     resolver_for,
 )
@@ -177,9 +178,7 @@ async def _provided_async(value: object, what: str) -> Any:
 def _provided_sync(value: object, what: str) -> Any:
     result = _provided(value, what)
     if inspect.isawaitable(result):
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        discard(result)
         raise ContainerError(
             f"{what} is provided asynchronously; the SyncMonqueContainer needs a sync one "
             "(or use MonqueContainer)"

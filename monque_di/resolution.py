@@ -55,6 +55,14 @@ Resolver = Callable[[], Any]
 ContextLocalResource: Any = getattr(providers, "ContextLocalResource", None)
 
 
+def discard(awaitable: object) -> None:
+    """Close an awaitable nobody will await (a coroutine), so it is not reported as never
+    awaited."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
 def find_provider(app: Any, cls: type) -> providers.Provider[Any] | None:
     """The app container's provider that builds ``cls``, if it declares one."""
     if app is None:
@@ -113,9 +121,7 @@ def _close_sync(resources: Iterable[Any]) -> BaseException | None:
             result = resource.shutdown()
             if inspect.isawaitable(result):
                 # An async resource in a sync handler: nothing here can await it.
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                discard(result)
                 raise JobResolutionError(
                     f"per-job resource {resource} is async; a sync handler cannot close it "
                     "(make handle() async or the resource sync)"
@@ -225,9 +231,7 @@ def check_resolvable_sync(spec: JobSpec, resolve: Resolver, app: Any = None) -> 
     except Exception as exc:
         raise JobResolutionError(_message(spec, exc)) from exc
     if inspect.isawaitable(instance):
-        close = getattr(instance, "close", None)
-        if close is not None:
-            close()
+        discard(instance)
         raise JobResolutionError(
             f"job {spec.name!r}: {spec.cls.__qualname__} has async dependencies; use the async "
             "MonqueContainer"
