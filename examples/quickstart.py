@@ -92,20 +92,21 @@ async def demo(uri: str) -> None:
 
 
 def main() -> None:
-    with ExitStack() as stack:
-        uri = os.environ.get("MONGODB_URI")
-        if not uri:
-            print(
-                "MONGODB_URI unset: starting the embedded test server (use a real mongod in "
-                "production)"
-            )
-            uri = stack.enter_context(EmbeddedMongo()).uri
-        try:
+    try:
+        with ExitStack() as stack:
+            uri = os.environ.get("MONGODB_URI")
+            if not uri:
+                print(
+                    "MONGODB_URI unset: starting the embedded test server (use a real mongod "
+                    "in production)"
+                )
+                uri = stack.enter_context(EmbeddedMongo()).uri
             asyncio.run(demo(uri))
-        except KeyboardInterrupt:
-            # asyncio.run cancelled the demo, whose ``finally`` stopped the workers.
-            print("\ninterrupted: workers stopped")
-            raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        # asyncio.run cancelled the demo, whose ``finally`` stopped the workers; the test
+        # server (if any) was stopped on the way out.
+        print("\ninterrupted: workers stopped")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -115,12 +115,12 @@ class JobLostError(MonqueError):
 class ShutdownTimeoutError(MonqueError):
     """``stop()`` timed out; the jobs still running were handed back to ``pending``."""
 
-    def __init__(self, timeout: float, job_ids: Sequence[Any]) -> None:
-        super().__init__(
-            f"{len(job_ids)} job(s) still running after {timeout:g}s were handed back to pending"
-        )
+    def __init__(self, timeout: float, job_ids: Sequence[Any], *, forced: bool = False) -> None:
+        when = "at a forced stop" if forced else f"after {timeout:g}s"
+        super().__init__(f"{len(job_ids)} job(s) still running {when} were handed back to pending")
         self.timeout = timeout
         self.job_ids = list(job_ids)
+        self.forced = forced
 
 
 class ShutdownStalledError(MonqueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -255,6 +256,14 @@ def test_unreachable_server_and_invalid_uri_are_one_line(runner: CliRunner) -> N
     assert len(lines) == 1, down.output
     assert f"cannot reach MongoDB at 127.0.0.1:{port} (waited 0.3s)" in lines[0]
     assert "Topology" not in down.output and "Traceback" not in down.output
+
+    # A timeout the URI sets wins over the default --timeout (5 s).
+    began = time.monotonic()
+    own = runner.invoke(
+        cli, ["--uri", f"mongodb://127.0.0.1:{port}/app?serverSelectionTimeoutMS=300", "stats"]
+    )
+    assert own.exit_code == 1 and "(waited 0.3s)" in own.output, own.output
+    assert time.monotonic() - began < 4
 
     invalid = runner.invoke(cli, ["--uri", "not a uri", "stats"])
     assert invalid.exit_code == 2 and "invalid --uri 'not a uri'" in invalid.output

@@ -105,3 +105,24 @@ async def test_a_database_outage_is_logged_once_with_its_end(
     assert len(told("WARNING", "database trouble: claiming jobs failed")) == 1
     assert len(told("DEBUG", "still failing")) >= 2
     assert all("Topology Description" not in r.message for r in caplog.records)
+
+
+def test_a_forced_stop_says_so() -> None:
+    from monque.errors import ShutdownTimeoutError
+
+    assert "at a forced stop" in str(ShutdownTimeoutError(30, ["a", "b"], forced=True))
+    assert "after 30s" in str(ShutdownTimeoutError(30, ["a"]))
+
+
+def test_the_dev_server_port_check_looks_for_a_listener() -> None:
+    """A bind test also refused the TIME_WAIT sockets a just-stopped server leaves behind."""
+    import socket
+
+    from monque.cli.devserver import port_in_use
+    from monque.testing import free_port
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert port_in_use(listener.getsockname()[1])
+    assert not port_in_use(free_port())

@@ -49,11 +49,12 @@ def test_readme_snippet_runs(
     index: int, mongodb_uri: str, mongo_client: MongoClient[dict[str, Any]], tmp_path: Path
 ) -> None:
     code = SNIPPETS[index]
-    mongo_client.drop_database("app")
+    for name in ("app", "di_demo"):
+        mongo_client.drop_database(name)
     script = tmp_path / f"snippet_{index}.py"
     script.write_text(code)
     env = {**os.environ, "MONGODB_URI": mongodb_uri, "PYTHONPATH": str(ROOT)}
-    jobs = mongo_client["app"]["monque_jobs"]
+    jobs = mongo_client["di_demo" if "di_demo" in code else "app"]["monque_jobs"]
     worker = "monque.run()" in code or "run_sync()" in code
     args = [sys.executable, str(script)]
     if "--worker" in code:

@@ -7,6 +7,7 @@ started by a wake-up, not by a poll. Skipped where the server has no change stre
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -289,3 +290,27 @@ async def test_a_failed_stream_resumes_after_its_token(
     first, reopened = listener.streams[0], listener.streams[-1]
     assert "resumeAfter" not in first
     assert "resumeAfter" in reopened
+
+
+@pytest.mark.usefixtures("change_streams")
+async def test_a_stream_outage_is_logged_once_in_one_line_and_its_end_too(
+    isolated: MakeMonque,
+    mongo_client: MongoClient[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by review: every reopening attempt logged the driver's topology dump at INFO."""
+    caplog.set_level(logging.DEBUG, logger="monque.worker")
+    monque = isolated(**SLOW_POLLS)
+    events = Recorder().listen(monque, Events.POLLING_FALLBACK, Events.CHANGE_STREAM_OPEN)
+    monque.worker("probe", lambda job: None)
+    with fail_command(
+        mongo_client, ["aggregate"], times=3, error_code=286, error_labels=[], app_name=APP
+    ):
+        await monque.start()
+        await events.wait_for(Events.POLLING_FALLBACK, 3, timeout=15)
+    await events.wait_for(Events.CHANGE_STREAM_OPEN, timeout=15)
+    down = [r for r in caplog.records if "change stream unavailable" in r.getMessage()]
+    assert [r.levelname for r in down] == ["INFO", "DEBUG", "DEBUG"]
+    assert all("\n" not in r.getMessage() for r in down)
+    again = [r for r in caplog.records if "change stream open again" in r.getMessage()]
+    assert len(again) == 1 and again[0].levelname == "INFO"

@@ -82,14 +82,15 @@ class State:
             raise click.UsageError("no MongoDB: pass --uri or set MONGODB_URI")
         check_uri(self.uri)
         ms = max(int(self.timeout * 1000), 1)
+        # Timeouts the URI sets win over the default --timeout.
+        given = self.uri.lower()
+        timeouts: dict[str, Any] = {
+            key: ms
+            for key in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+            if key.lower() not in given
+        }
         try:
-            self._client = MongoClient(
-                self.uri,
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
-                tz_aware=True,
-                appname="monque-cli",
-            )
+            self._client = MongoClient(self.uri, tz_aware=True, appname="monque-cli", **timeouts)
         except (ConfigurationError, ValueError) as exc:
             raise click.UsageError(f"invalid --uri: {brief(exc)}") from None
         if self.db is None:
@@ -242,9 +243,10 @@ def describe(exc: BaseException, state: State | None = None) -> str:
         hosts = state.hosts if state is not None and state.hosts != "?" else None
         if isinstance(error, ServerSelectionTimeoutError):
             waited = _TIMEOUT_NOTE.search(brief(error))
-            seconds = f"{state.timeout:g}s" if state is not None else None
-            if seconds is None and waited is not None:
-                seconds = waited.group(1)
+            # What the driver waited (the URI's own timeout may differ from --timeout).
+            seconds = waited.group(1) if waited is not None else None
+            if seconds is None and state is not None:
+                seconds = f"{state.timeout:g}s"
             where = f" at {hosts}" if hosts else ""
             return f"cannot reach MongoDB{where} (waited {seconds or 'the timeout'}): {reason}"
         if isinstance(error, ConnectionFailure):

@@ -27,12 +27,11 @@ def secantus_installed() -> bool:
 
 
 def port_in_use(port: int) -> bool:
+    # Something listens there (a bind test would also refuse the TIME_WAIT sockets a server
+    # that just stopped leaves behind for a minute).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return True
-    return False
+        sock.settimeout(1.0)
+        return sock.connect_ex((HOST, port)) == 0
 
 
 @click.command("dev-server")

@@ -95,7 +95,11 @@ class EmbeddedMongo:
             )
         finally:
             log.close()
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # not ready, or Ctrl-C meanwhile: leave no server behind
+            self.stop(kill=True)
+            raise
         return self
 
     def _wait_ready(self, timeout: float) -> None:
@@ -135,6 +139,9 @@ class EmbeddedMongo:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+        except BaseException:  # Ctrl-C while waiting: do not leave it running
+            proc.kill()
+            raise
 
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)

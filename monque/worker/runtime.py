@@ -177,6 +177,7 @@ class WorkerRuntime:
         self.wake_event = asyncio.Event()
         self.cancel_hint = asyncio.Event()
         self.outage = joblog.Outage()
+        self._stream_down = False
         self.unranked = False  # pending jobs stored without a priority may wait
         self.force = asyncio.Event()
         self.crashed = asyncio.Event()
@@ -338,7 +339,8 @@ class WorkerRuntime:
         tasks = [run.task for run in stuck if run.task is not None]
         await self._settle(tasks, until - loop.time(), "job")
         if held:
-            self.report(ShutdownTimeoutError(timeout, [run.job.id for run in held]))
+            ids = [run.job.id for run in held]
+            self.report(ShutdownTimeoutError(timeout, ids, forced=self.force.is_set()))
         for run in stuck:
             if run not in held:  # its outcome (timed out, cancelled) was written already
                 log.warning(
@@ -610,13 +612,19 @@ class WorkerRuntime:
         # or to switch to the shorter poll interval at once.
         self._stir(None)
         if healthy:
+            if self._stream_down:
+                log.info("change stream open again: wake-ups are immediate")
+            self._stream_down = False
             self.events.emit(Events.CHANGE_STREAM_OPEN)
         else:
-            log.info(
+            # Once per outage (the stream retries with backoff meanwhile), in one line.
+            log.log(
+                logging.DEBUG if self._stream_down else logging.INFO,
                 "change stream unavailable, polling every %ss: %s",
                 self.options.poll_interval,
-                error,
+                brief(error) if error is not None else "?",
             )
+            self._stream_down = True
             self.events.emit(Events.POLLING_FALLBACK, error)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -639,7 +647,7 @@ class WorkerRuntime:
         if not self.events.emit(Events.JOB_ERROR, error, job):
             # Database trouble is logged by ``outage``, once per outage; the rest here.
             level = logging.DEBUG if isinstance(error, ConnectionError) else logging.WARNING
-            log.log(level, "monque error: %s", error)
+            log.log(level, "%s", error)
 
 
 def time_since(run: Run) -> float:
