@@ -157,7 +157,7 @@ def jobs_table(jobs: list[Job[Any]], width: int = 80) -> Table:
     table = _table()
     table.add_column("id", no_wrap=True, min_width=ID_WIDTH)
     table.add_column("name", overflow="fold", width=shares[0])
-    table.add_column("status", no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=status_width)
     table.add_column("next run (UTC)", no_wrap=True)
     table.add_column("reason", no_wrap=True, overflow="ellipsis", width=shares[1])
     for job_id, name, status, when, reason in rows:
