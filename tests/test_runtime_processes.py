@@ -269,6 +269,14 @@ async def test_soak_two_thousand_jobs_with_skew_cancels_and_a_crash(
     assert statuses["failed"] == 0, "no job failed: no handler failed"
     assert cancelled <= requested, "only jobs whose cancel was requested are cancelled"
     assert statuses["completed"] + statuses["cancelled"] == total
+    # A claim the killed process sent just before the SIGKILL can be applied by the server
+    # after the read above (seen in CI): its job was held by the killed process too, and the
+    # recovery says so in the reason it leaves.
+    in_flight |= {
+        job
+        for job, doc in final.items()
+        if "lease of 'plain' expired" in (doc.get("failReason") or "")
+    }
     assert all(doc["failCount"] == 0 for job, doc in final.items() if job not in in_flight)
     starts = Counter(r["job"] for r in mongo_db.runs.find({"phase": "start"}))
     twice = {job for job, n in starts.items() if n > 1}
