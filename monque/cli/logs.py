@@ -54,14 +54,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def _not_cancelled_noise(record: logging.LogRecord) -> bool:
-    """Drop asyncio's "Exception in callback ...: CancelledError" records (pending providers
-    of a container whose start failed are cancelled, and dependency-injector's callbacks
-    then fail on them): noise after an error already reported in one line. At DEBUG they
+    """Drop asyncio's "Exception in callback ...: CancelledError" (or InvalidStateError)
+    records: pending providers of a container whose start failed are cancelled, and
+    dependency-injector's callbacks then fail on them (reading a cancelled future, or setting
+    the result of one). Noise after an error already reported in one line; at DEBUG they
     stay."""
     exc = record.exc_info[1] if record.exc_info else None
     return not (
         record.name == "asyncio"
-        and isinstance(exc, asyncio.CancelledError)
+        and isinstance(exc, (asyncio.CancelledError, asyncio.InvalidStateError))
         and logging.getLogger().getEffectiveLevel() > logging.DEBUG
     )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
@@ -49,6 +51,17 @@ class _Exit(Exception):
 @click.option("-v", "--verbose", is_flag=True, help="log at DEBUG")
 @click.option("-q", "--quiet", is_flag=True, help="log at WARNING")
 @click.option("--log-json", is_flag=True, help="one JSON object per log line")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="serve Prometheus metrics on this port at /metrics (needs monque-py[prometheus])",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address the metrics server binds to",
+)
 @global_options
 @pass_state
 def worker(
@@ -60,6 +73,8 @@ def worker(
     verbose: bool,
     quiet: bool,
     log_json: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run workers until SIGINT/SIGTERM, then stop gracefully (twice: at once).
 
@@ -71,6 +86,9 @@ def worker(
 
     Logs go to stderr: time, level, logger, message (--log-json or --json: one JSON object
     per line, with job_id, job_name and duration where they apply).
+
+    --metrics-port serves Prometheus metrics (jobs per outcome, run time, lateness, queue
+    depth; see monque.metrics) at http://HOST:PORT/metrics while the worker runs.
     """
     if verbose and quiet:
         raise click.UsageError("-v and -q together: pick one")
@@ -79,7 +97,13 @@ def worker(
     log_json = log_json or state.as_json  # --json: what a script reading the logs wants
     with configured_logging(level, as_json=log_json):
         try:
-            _run(state, target, only, concurrency)
+            with _metrics_server(metrics_host, metrics_port) as attach:
+
+                def started(monque: Monque) -> None:
+                    _started(monque)
+                    attach(monque)
+
+                _run(state, target, only, concurrency, started)
         except _Exit as exc:
             _report(state, log_json, exc.message, exc.hint, exc.code)
         except (MonqueError, PyMongoError) as exc:
@@ -97,7 +121,13 @@ def _report(state: State, as_json: bool, message: str, hint: str | None, code: i
     sys.exit(code)
 
 
-def _run(state: State, target: str, only: list[str] | None, concurrency: int | None) -> None:
+def _run(
+    state: State,
+    target: str,
+    only: list[str] | None,
+    concurrency: int | None,
+    started: Callable[[Monque], None],
+) -> None:
     obj = load_target(target)
     if is_container(obj):
         if state.uri:
@@ -105,7 +135,7 @@ def _run(state: State, target: str, only: list[str] | None, concurrency: int | N
                 check_uri(state.uri)
             except click.UsageError as exc:
                 raise _Exit(exc.message, code=2) from None
-        _run_container(obj, state, only, concurrency)
+        _run_container(obj, state, only, concurrency, started)
         return
     given = sorted(f"--{n}" for n in state.explicit & {"uri", "db", "collection", "timeout"})
     if given and (isinstance(obj, Monque) or (callable(obj) and not isinstance(obj, type))):
@@ -118,7 +148,7 @@ def _run(state: State, target: str, only: list[str] | None, concurrency: int | N
     monque.configure_workers(only=only, concurrency=concurrency)
     if not monque.worker_names:
         raise MonqueError("the target registers no workers")
-    _started(monque)
+    started(monque)
     try:
         # The engine handles SIGINT/SIGTERM while it runs: the first stops gracefully (it
         # says which running jobs it waits for), a second stops at once.
@@ -128,7 +158,13 @@ def _run(state: State, target: str, only: list[str] | None, concurrency: int | N
     log.info("monque worker stopped")
 
 
-def _run_container(obj: Any, state: State, only: list[str] | None, concurrency: int | None) -> None:
+def _run_container(
+    obj: Any,
+    state: State,
+    only: list[str] | None,
+    concurrency: int | None,
+    started: Callable[[Monque], None],
+) -> None:
     try:
         from monque_di import run_worker
     except ImportError as exc:
@@ -141,7 +177,7 @@ def _run_container(obj: Any, state: State, only: list[str] | None, concurrency: 
             collection=state.collection if "collection" in state.explicit else None,
             timeout=state.timeout if "timeout" in state.explicit else None,
         )
-        run_worker(app, only=only, concurrency=concurrency, on_ready=_started)
+        run_worker(app, only=only, concurrency=concurrency, on_ready=started)
     except (MonqueError, PyMongoError):
         raise
     except KeyboardInterrupt:
@@ -161,6 +197,45 @@ def _started(monque: Monque) -> None:
         ", ".join(monque.worker_names),
         extra={"instance_id": monque.instance_id, "database": database.name},
     )
+
+
+@contextlib.contextmanager
+def _metrics_server(host: str, port: int | None) -> Iterator[Callable[[Monque], None]]:
+    """Serve ``prometheus_client``'s default registry at http://host:port/metrics while the
+    worker runs; the callback it gives attaches ``MonqueMetrics`` to the engine."""
+    if port is None:
+        yield lambda monque: None
+        return
+    try:
+        from prometheus_client import start_http_server
+
+        from monque.metrics import MonqueMetrics
+    except ImportError:
+        raise _Exit(
+            "--metrics-port needs prometheus_client",
+            hint="pip install 'monque-py[prometheus]'",
+        ) from None
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise _Exit(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", code=2
+        ) from None
+    attached: list[MonqueMetrics] = []
+
+    def attach(monque: Monque) -> None:
+        attached.append(MonqueMetrics(monque))
+
+    bound = server.server_address[1]
+    log.info("metrics at http://%s:%s/metrics", host, bound, extra={"metrics_port": bound})
+    try:
+        yield attach
+    finally:
+        for metrics in attached:
+            metrics.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def _container_problem(exc: BaseException, from_class: bool) -> _Exit:
