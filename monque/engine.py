@@ -16,6 +16,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from monque import management as mg
+from monque import tracing
 from monque.clock import ServerClock
 from monque.connection import DatabaseHandle, normalize_database
 from monque.cron import check_cron, get_zone, next_run
@@ -181,7 +182,10 @@ class Monque(EventEmitter):
 
         ``job.created`` tells whether this call inserted it.
         """
-        return await self._store(self._enqueue_op(name, data, unique_key, run_at, delay, priority))
+        with tracing.enqueue_span(name):
+            return await self._store(
+                self._enqueue_op(name, data, unique_key, run_at, delay, priority)
+            )
 
     def enqueue_sync(
         self,
@@ -194,7 +198,10 @@ class Monque(EventEmitter):
         priority: int = 0,
     ) -> Job[Any]:
         """``enqueue`` for programs without an event loop."""
-        return self._store_sync(self._enqueue_op(name, data, unique_key, run_at, delay, priority))
+        with tracing.enqueue_span(name):
+            return self._store_sync(
+                self._enqueue_op(name, data, unique_key, run_at, delay, priority)
+            )
 
     async def enqueue_many(self, jobs: Iterable[JobSpecLike]) -> list[Job[Any]]:
         """Store many jobs with one unordered ``insert_many``.
@@ -203,10 +210,14 @@ class Monque(EventEmitter):
         options. Unique keys are honoured: a job whose key an active job holds comes back as
         that job (``created`` False). Everything is validated before anything is written.
         """
-        return await self._store_many(self._many_op(jobs))
+        jobs = list(jobs)
+        with tracing.enqueue_span(_batch_name(jobs), len(jobs)):
+            return await self._store_many(self._many_op(jobs))
 
     def enqueue_many_sync(self, jobs: Iterable[JobSpecLike]) -> list[Job[Any]]:
-        return self._store_many_sync(self._many_op(jobs))
+        jobs = list(jobs)
+        with tracing.enqueue_span(_batch_name(jobs), len(jobs)):
+            return self._store_many_sync(self._many_op(jobs))
 
     def _many_op(self, jobs: Iterable[JobSpecLike]) -> Operation[list[tuple[dict[str, Any], bool]]]:
         docs = []
@@ -293,7 +304,7 @@ class Monque(EventEmitter):
         check_priority(priority)
         check_payload(data, self.options.payload_limit)
         now = now or self.clock.now()
-        return new_document(
+        doc = new_document(
             name,
             data,
             now=now,
@@ -301,6 +312,10 @@ class Monque(EventEmitter):
             unique_key=unique_key,
             priority=priority,
         )
+        context = tracing.carrier()  # the enqueue span's, continued by the run
+        if context is not None:
+            doc[tracing.FIELD] = context
+        return doc
 
     def _schedule_op(
         self,
@@ -764,3 +779,9 @@ class Monque(EventEmitter):
         once)."""
 
         asyncio.run(self.run(handle_signals=handle_signals))
+
+
+def _batch_name(jobs: list[Any]) -> str:
+    """The job name of an ``enqueue_many`` batch, for its span (``*`` when they differ)."""
+    names = {item[0] for item in jobs if isinstance(item, tuple) and item}
+    return str(next(iter(names))) if len(names) == 1 else "*"

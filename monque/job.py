@@ -76,6 +76,7 @@ class Job(Generic[T]):
     fail_traceback: str | None = None
     failed_at: datetime | None = None
     cancelled_at: datetime | None = None
+    trace_context: dict[str, Any] | None = field(default=None, repr=False)
     _stop_flag: threading.Event = field(
         default_factory=threading.Event, init=False, repr=False, compare=False
     )
@@ -161,6 +162,10 @@ class Job(Generic[T]):
             fail_traceback=_typed(doc, "failTraceback", str),
             failed_at=_date(doc, "failedAt"),
             cancelled_at=_date(doc, "cancelledAt"),
+            # Never a reason to refuse a job: anything but a document is ignored.
+            trace_context=doc["traceContext"]
+            if isinstance(doc.get("traceContext"), dict)
+            else None,
             created=created,
         )
 

@@ -19,6 +19,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
+from monque import tracing
 from monque.clock import ServerClock
 from monque.errors import (
     ConnectionError,
@@ -399,24 +400,31 @@ class WorkerRuntime:
         job._attach(lambda j, v, m: self._report_progress(run, v, m), asyncio.get_running_loop())
         self.events.emit(Events.JOB_START, job)
         joblog.started(job)
+        error: BaseException | None = None
         try:
-            try:
-                run.handler = start_handler(run.definition, job)
-            except Exception as exc:  # calling the handler raised before it ran
-                error: BaseException | None = exc
-            else:
-                error = await self._await_handler(run)
-            if run.state is RunState.RUNNING:
-                run.state = RunState.FINISHING
+            # The handler's task or thread starts inside the span: its own spans are children.
+            with tracing.run_span(job, job.trace_context) as span:
                 try:
-                    if error is None:
-                        await self._succeeded(run)
-                    else:
-                        await self._failed(run, error)
-                except Exception as exc:  # a bug: reported, and the lease left to recovery
-                    log.exception("settling the run of job %s failed", job.id)
-                    run.state = RunState.ABANDONED
-                    self.report(exc, job)
+                    run.handler = start_handler(run.definition, job)
+                except Exception as exc:  # calling the handler raised before it ran
+                    error = exc
+                else:
+                    error = await self._await_handler(run)
+                if run.state is RunState.RUNNING:
+                    run.state = RunState.FINISHING
+                    try:
+                        if error is None:
+                            await self._succeeded(run)
+                        else:
+                            await self._failed(run, error)
+                    except Exception as exc:  # a bug: reported, the lease left to recovery
+                        log.exception("settling the run of job %s failed", job.id)
+                        run.state = RunState.ABANDONED
+                        self.report(exc, job)
+                outcome = "failed" if error is not None else "completed"
+                if run.state is not RunState.DONE:
+                    outcome = run.state.value
+                tracing.finish(span, outcome, error)
         finally:
             job._detach()
             self.registry.release(job.name)
