@@ -314,3 +314,34 @@ def _no_leftover_targets() -> Iterator[None]:
     yield
     cli_target.shared = None
     cli_target.container = None
+
+
+def test_dev_server_in_process_stops_on_a_signal(tmp_path: Path) -> None:
+    """The same run inside the test process (its lines count for coverage); the signal is
+    sent once the server answers, so the command's own handler is installed by then."""
+    port = free_port()
+    seen: list[str] = []
+
+    def use_then_interrupt() -> None:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=20_000
+        )
+        try:
+            client.app.things.insert_one({"kept": True})
+            seen.append("written")
+        finally:
+            client.close()
+        # Only once the server answered (a failed start ends the command by itself): a signal
+        # with no handler of the command's installed would interrupt the test session.
+        os.kill(os.getpid(), signal.SIGINT)
+
+    helper = threading.Thread(target=use_then_interrupt, daemon=True)
+    helper.start()
+    result = CliRunner().invoke(
+        cli, ["dev-server", "--port", str(port), "--data", str(tmp_path / "data")]
+    )
+    helper.join(10)
+    assert result.exit_code == 0, result.output
+    assert seen == ["written"]
+    assert f"URI: mongodb://127.0.0.1:{port}/?directConnection=true" in result.output
+    assert "dev server stopped" in result.output

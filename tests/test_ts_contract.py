@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import MongoClient
 from pymongo.database import Database
 
 from monque import Events, IndexConflictError, Job
 from monque.lifecycle import new_document
 from monque.storage import jobs as ops
+from monque.testing import fail_command
 from tests.conftest import MakeMonque
 from tests.helpers import Recorder, eventually
 
@@ -427,3 +429,31 @@ async def test_a_pending_job_left_with_a_cancel_request_is_cancelled_by_the_swee
     assert doc is not None and "cancelledAt" in doc and "cancelRequested" not in doc
     other = mongo_db.monque_jobs.find_one({"_id": plain})
     assert other is not None and other["status"] == "pending"
+
+
+async def test_a_conflict_the_server_reports_names_the_index_in_the_way(
+    make_monque: MakeMonque,
+    mongo_db: Database[dict[str, Any]],
+    mongo_client: MongoClient[dict[str, Any]],
+) -> None:
+    """mongod refuses the same key with other options under another name (85/86); the
+    embedded server accepts it, so the refusal comes from a failpoint here."""
+    mongo_db.monque_jobs.create_index(
+        [("name", 1), ("status", 1), ("nextRunAt", 1)], name="custom_due", unique=True
+    )
+    fault: dict[str, Any] = {"times": 2, "error_labels": []}
+    with (
+        fail_command(mongo_client, ["createIndexes"], error_code=85, **fault),
+        pytest.raises(IndexConflictError) as named,
+    ):
+        await make_monque(handle="sync").initialize()
+    assert named.value.existing == "custom_due"
+    assert "dropIndex('custom_due')" in str(named.value)
+    mongo_db.monque_jobs.drop_index("custom_due")
+    with (
+        fail_command(mongo_client, ["createIndexes"], error_code=86, **fault),
+        pytest.raises(IndexConflictError, match="an existing index") as unnamed,
+    ):
+        await make_monque(handle="sync").initialize()
+    assert unnamed.value.existing is None
+    await make_monque().initialize()  # and without the fault it starts
