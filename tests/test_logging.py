@@ -124,5 +124,11 @@ def test_the_dev_server_port_check_looks_for_a_listener() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        assert port_in_use(listener.getsockname()[1])
+        port = listener.getsockname()[1]
+        assert port_in_use(port)
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: its socket stays in TIME_WAIT
+        client.close()
+    assert not port_in_use(port), "a stopped server's TIME_WAIT is not a listener"
     assert not port_in_use(free_port())
