@@ -29,20 +29,26 @@ from monque.storage.indexes import ACTIVE
 from monque.storage.jobs import LEASE_FIELDS
 
 __all__ = [
+    "BULK_STATUSES",
     "JobPage",
     "JobSelector",
     "QueueStats",
+    "bulk_filter",
     "cancel_job",
     "cancel_jobs",
+    "cancel_matching",
     "delete_job",
     "delete_jobs",
+    "delete_matching",
     "get_job",
     "get_jobs",
     "get_stats",
     "parse_id",
     "reschedule_job",
+    "reschedule_matching",
     "retry_job",
     "retry_jobs",
+    "retry_matching",
 ]
 
 MAX_PAGE = 1000
@@ -300,24 +306,48 @@ def cancel_jobs(
     selector: JobSelector, now: datetime, retention: Retention = None
 ) -> Operation[int]:
     """Cancel the selected pending jobs (running ones are left to ``cancel_job``)."""
-    flt = selector.to_filter(now)
-    flt["status"] = JobStatus.PENDING.value if _allows(flt, JobStatus.PENDING) else {"$in": []}
+    return (yield from cancel_matching(selector.to_filter(now), now, retention))
+
+
+def retry_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
+    """Retry the selected failed/cancelled jobs; ones whose unique key is taken are skipped."""
+    return (yield from retry_matching(selector.to_filter(now), now))
+
+
+def delete_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
+    return (yield from delete_matching(selector.to_filter(now)))
+
+
+# The statuses each bulk action touches; a filter's own ``status: {$in: [...]}`` narrows them.
+BULK_STATUSES: dict[str, tuple[JobStatus, ...]] = {
+    "cancel": (JobStatus.PENDING,),
+    "retry": (JobStatus.FAILED, JobStatus.CANCELLED),
+    "delete": tuple(s for s in JobStatus if s is not JobStatus.PROCESSING),
+    "reschedule": (JobStatus.PENDING,),
+}
+
+
+def bulk_filter(action: str, flt: dict[str, Any]) -> dict[str, Any]:
+    """``flt`` restricted to the jobs ``action`` may touch (what a preview counts)."""
+    allowed = [s.value for s in BULK_STATUSES[action] if _allows(flt, s)]
+    return {**flt, "status": {"$in": allowed}}
+
+
+def cancel_matching(
+    flt: dict[str, Any], now: datetime, retention: Retention = None
+) -> Operation[int]:
     result = yield Call(
         "update_many",
         (
-            flt,
-            {"$set": {"status": JobStatus.CANCELLED.value, "updatedAt": now, "cancelledAt": now}},
+            bulk_filter("cancel", flt),
+            {"$set": _cancelled_fields(now, retention), "$unset": {"cancelRequested": ""}},
         ),
     )
     return int(result.modified_count)
 
 
-def retry_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
-    """Retry the selected failed/cancelled jobs; ones whose unique key is taken are skipped."""
-    flt = selector.to_filter(now)
-    wanted = [s for s in (JobStatus.FAILED, JobStatus.CANCELLED) if _allows(flt, s)]
-    flt["status"] = {"$in": [s.value for s in wanted]}
-    docs = yield Call("find", (flt,), {"projection": {"_id": 1}})
+def retry_matching(flt: dict[str, Any], now: datetime) -> Operation[int]:
+    docs = yield Call("find", (bulk_filter("retry", flt),), {"projection": {"_id": 1}})
     retried = 0
     for doc in docs:
         try:
@@ -328,12 +358,18 @@ def retry_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
     return retried
 
 
-def delete_jobs(selector: JobSelector, now: datetime) -> Operation[int]:
-    flt = selector.to_filter(now)
-    allowed = [s.value for s in JobStatus if s is not JobStatus.PROCESSING and _allows(flt, s)]
-    flt["status"] = {"$in": allowed}
-    result = yield Call("delete_many", (flt,))
+def delete_matching(flt: dict[str, Any]) -> Operation[int]:
+    result = yield Call("delete_many", (bulk_filter("delete", flt),))
     return int(result.deleted_count)
+
+
+def reschedule_matching(flt: dict[str, Any], run_at: datetime, now: datetime) -> Operation[int]:
+    """Move the matching pending jobs' due time to ``run_at``."""
+    result = yield Call(
+        "update_many",
+        (bulk_filter("reschedule", flt), {"$set": {"nextRunAt": run_at, "updatedAt": now}}),
+    )
+    return int(result.modified_count)
 
 
 def _allows(flt: dict[str, Any], status: JobStatus) -> bool:

@@ -22,6 +22,7 @@ from monque.cli.context import (
     pass_state,
     record_sources,
 )
+from monque.cli.dashboard import dashboard
 from monque.cli.devserver import dev_server
 from monque.cli.render import (
     STATUSES,
@@ -77,6 +78,7 @@ def cli(
 
 cli.add_command(worker)
 cli.add_command(dev_server)
+cli.add_command(dashboard)
 
 
 def _print_json(value: object) -> None:

@@ -6,16 +6,15 @@ Everything that comes from the data (names, payloads, unique keys, failure reaso
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
 from monque.cron import get_zone
+from monque.display import dumps, iso
 from monque.job import Job, JobStatus
 
 __all__ = [
@@ -31,26 +30,6 @@ __all__ = [
 
 STATUSES = tuple(s.value for s in JobStatus)
 ID_WIDTH = 24  # an ObjectId's hex string, which the other commands take
-
-
-def iso(value: datetime) -> str:
-    """Aware ISO-8601 in UTC, millisecond precision (BSON's)."""
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    return aware.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _default(value: object) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return str(value)  # Decimal128, UUID, Regex, ...: their readable form
-
-
-def dumps(value: object, *, indent: int | None = 2) -> str:
-    return json.dumps(value, default=_default, indent=indent, ensure_ascii=False)
 
 
 def job_dict(job: Job[Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ is used as it is. One that holds the name or the key with other options is an
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -34,7 +34,7 @@ from monque.errors import IndexConflictError
 from monque.job import JobStatus
 from monque.storage.calls import Call, Operation
 
-__all__ = ["INDEXES", "RETENTION_INDEX", "ensure_indexes", "equivalent"]
+__all__ = ["INDEXES", "RETENTION_INDEX", "ensure_indexes", "ensure_models", "equivalent"]
 
 ACTIVE = [JobStatus.PENDING.value, JobStatus.PROCESSING.value]
 FINISHED = [JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
@@ -137,10 +137,12 @@ def _conflict(wanted: Mapping[str, Any], existing: Mapping[str, Any] | None) -> 
 
 
 def _plan(
-    models: Sequence[IndexModel], existing: Sequence[Mapping[str, Any]]
+    models: Sequence[IndexModel],
+    existing: Sequence[Mapping[str, Any]],
+    replaceable: Collection[str] = (),
 ) -> tuple[list[IndexModel], list[str]]:
-    """The models to create and the existing indexes to drop first (an old definition of
-    ``monque_retention``); raises ``IndexConflictError`` for anything else in the way."""
+    """The models to create and the existing indexes to drop first (an old definition of one
+    named in ``replaceable``); raises ``IndexConflictError`` for anything else in the way."""
     create: list[IndexModel] = []
     drop: list[str] = []
     by_name = {str(spec.get("name")): spec for spec in existing}
@@ -150,9 +152,9 @@ def _plan(
         if same_name is not None:
             if equivalent(same_name, wanted):
                 continue
-            if wanted["name"] != RETENTION_INDEX.document["name"]:
+            if wanted["name"] not in replaceable:
                 raise _conflict(wanted, same_name)
-            drop.append(wanted["name"])  # our own TTL index from before it was partial
+            drop.append(wanted["name"])  # our own index in an earlier definition
         elif any(equivalent(spec, wanted) for spec in existing):
             continue
         create.append(model)
@@ -161,10 +163,20 @@ def _plan(
 
 def ensure_indexes(retention: bool = False) -> Operation[list[str]]:
     """Create the missing indexes; returns the names created."""
+    # monque_retention was not partial before 0.1.0: an old definition is replaced.
     models = [*INDEXES, RETENTION_INDEX] if retention else INDEXES
+    return (yield from ensure_models(models, replaceable={RETENTION_INDEX.document["name"]}))
+
+
+def ensure_models(
+    models: Sequence[IndexModel], replaceable: Collection[str] = ()
+) -> Operation[list[str]]:
+    """Create those of ``models`` no equivalent index stands for; returns the names created.
+    An index of the same name and another definition is dropped first if its name is in
+    ``replaceable`` (an earlier version's), else it is an ``IndexConflictError``."""
     for attempt in range(2):
         existing: list[Mapping[str, Any]] = yield Call("list_indexes")
-        create, drop = _plan(models, existing)
+        create, drop = _plan(models, existing, replaceable)
         for name in drop:
             try:
                 yield Call("drop_index", (name,))

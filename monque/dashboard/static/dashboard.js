@@ -1,0 +1,92 @@
+// Monque dashboard: local times, the viewer's zone in forms, confirmations, live reloads.
+// Everything the server sends is already escaped HTML; this script never builds markup.
+"use strict";
+
+function localTimes(root) {
+  for (const el of root.querySelectorAll("time[datetime]")) {
+    const when = new Date(el.dateTime);
+    if (!isNaN(when)) {
+      el.textContent = when.toLocaleString();
+      el.title = el.dateTime;
+    }
+  }
+}
+
+function pad(n) { return String(n).padStart(2, "0"); }
+
+function localInputs(root) {
+  // A datetime-local input shows a UTC bound from the server in the viewer's zone.
+  for (const input of root.querySelectorAll("input.local-time[data-utc]")) {
+    const when = new Date(input.dataset.utc);
+    if (input.dataset.utc && !isNaN(when) && !input.value) {
+      input.value = `${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())}` +
+        `T${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
+    }
+  }
+  for (const tz of root.querySelectorAll("input.tz-offset")) {
+    tz.value = String(new Date().getTimezoneOffset());
+  }
+}
+
+function confirmations(root) {
+  for (const form of root.querySelectorAll("form.confirm")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm || "Sure?")) event.preventDefault();
+    });
+  }
+}
+
+function prepare(root) {
+  localTimes(root);
+  localInputs(root);
+  confirmations(root);
+}
+
+function live() {
+  const region = document.getElementById("live");
+  const toggle = document.getElementById("live-toggle");
+  const state = document.getElementById("live-state");
+  if (!region || !window.EventSource) {
+    if (state) state.textContent = "";
+    return;
+  }
+  let busy = false;
+  let again = false;
+  async function reload() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const response = await fetch(window.location.href, {
+        headers: { "X-Monque-Fragment": "1" }, credentials: "same-origin",
+      });
+      if (response.ok) {
+        const html = await response.text();
+        // Keep the reader's place: skip the swap while a form inside is being edited.
+        if (!region.contains(document.activeElement) || document.activeElement === document.body) {
+          region.innerHTML = html;
+          prepare(region);
+          document.body.dataset.updated = String(Date.now());
+        }
+      }
+    } finally {
+      busy = false;
+      if (again) { again = false; reload(); }
+    }
+  }
+  let source = null;
+  function connect() {
+    source = new EventSource(document.body.dataset.live);
+    source.onopen = () => { state.textContent = "live"; };
+    source.onerror = () => { state.textContent = "reconnecting…"; };
+    source.onmessage = () => { if (toggle.checked) reload(); };
+  }
+  toggle.addEventListener("change", () => {
+    if (toggle.checked) { connect(); reload(); } else { source.close(); state.textContent = "paused"; }
+  });
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  prepare(document);
+  live();
+});

@@ -1,0 +1,686 @@
+"""The web dashboard over HTTP (no browser): pages, filters and keyset paging, escaping,
+actions with CSRF, read-only mode, auth, bulk previews, live events, the CLI command.
+
+Browser tests are in test_dashboard_browser.py; the explain test (mongod only) in
+test_dashboard_explain.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
+
+pytest.importorskip("starlette")
+import httpx
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from monque import Monque
+from monque.cli import cli
+from monque.dashboard import DASHBOARD_INDEXES, Auth, JobFilter, create_app
+from monque.dashboard import queries as q
+from monque.dashboard.app import _chart, _time, job_filter
+
+UTC = timezone.utc
+ROW = re.compile(r'<tr data-id="([0-9a-f]{24})">')
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def doc(name: str, status: str = "pending", **fields: Any) -> dict[str, Any]:
+    t = now()
+    base: dict[str, Any] = {
+        "name": name,
+        "data": {"n": 1},
+        "status": status,
+        "nextRunAt": t,
+        "failCount": 0,
+        "createdAt": t,
+        "updatedAt": t,
+    }
+    return {**base, **fields}
+
+
+def failed(name: str, reason: str = "boom", **fields: Any) -> dict[str, Any]:
+    return doc(name, "failed", failCount=3, failReason=reason, failedAt=now(), **fields)
+
+
+def client_for(app: Any, **kw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://dash.test", **kw
+    )
+
+
+@pytest_asyncio.fixture
+async def jobs(async_mongo_db: AsyncDatabase[dict[str, Any]]) -> Any:
+    return async_mongo_db["monque_jobs"]
+
+
+@pytest_asyncio.fixture
+async def web(async_mongo_db: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(create_app(async_mongo_db)) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def admin(
+    async_mongo_db: AsyncDatabase[dict[str, Any]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A dashboard with actions enabled, its CSRF cookie already set by a first page."""
+    async with client_for(create_app(async_mongo_db, allow_actions=True)) as client:
+        first = await client.get("/jobs")
+        assert first.status_code == 200
+        assert client.cookies.get("monque_csrf")
+        yield client
+
+
+def csrf(client: httpx.AsyncClient) -> str:
+    token = client.cookies.get("monque_csrf")
+    assert token
+    return token
+
+
+async def post(client: httpx.AsyncClient, path: str, **form: Any) -> httpx.Response:
+    return await client.post(path, data={"csrf": csrf(client), **form})
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+async def test_overview_counts_per_status_and_name_chart_and_workers(
+    jobs: Any, web: httpx.AsyncClient, make_monque: Any
+) -> None:
+    t = now()
+    await jobs.insert_many(
+        [doc("mail") for _ in range(3)]
+        + [doc("mail", "completed", completedAt=t - timedelta(minutes=5)) for _ in range(4)]
+        + [failed("resize") for _ in range(2)]
+        + [doc("resize", "cancelled")]
+        # Outside the chart's hour: counted by status, not in the chart.
+        + [doc("old", "completed", completedAt=t - timedelta(hours=3))]
+    )
+    started = asyncio.Event()
+    release = asyncio.Event()
+    worker: Monque = make_monque()
+
+    @worker.worker("hold")
+    async def hold(job: Any) -> None:
+        started.set()
+        await release.wait()
+
+    await worker.start()
+    await worker.enqueue("hold", {})
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        page = (await web.get("/")).text
+    finally:
+        release.set()
+    totals = {s: n for n, s in re.findall(r'<span class="count">(\d+)</span> (\w+)</a>', page)}
+    assert totals == {
+        "pending": "3",
+        "processing": "1",
+        "completed": "5",
+        "failed": "2",
+        "cancelled": "1",
+    }
+    assert "5 completed" not in page  # the chart holds the last hour only
+    assert re.search(r"(?s)</span> 4 completed · .*?</span> 2 failed attempts", page)
+    names = re.findall(r'class="job-name">([^<]+)</a>', page)
+    assert names == ["hold", "mail", "old", "resize"]
+    assert worker.instance_id in page
+    assert re.search(rf"(?s){re.escape(worker.instance_id)}.*?>hold</a>", page)
+
+
+async def test_jobs_page_filters_by_name_status_reason_and_time(
+    jobs: Any, web: httpx.AsyncClient
+) -> None:
+    old = ObjectId.from_datetime(now() - timedelta(days=2))
+    await jobs.insert_many(
+        [
+            {**failed("mail", "SMTP timeout"), "_id": old},
+            failed("mail", "bad address"),
+            failed("resize", "Timeout reading image"),
+            doc("mail"),
+            doc("resize"),
+        ]
+    )
+
+    async def rows(query: str) -> list[dict[str, Any]]:
+        response = await web.get(f"/jobs?{query}")
+        assert response.status_code == 200, response.text
+        found = []
+        for job_id in ROW.findall(response.text):
+            found.append(await jobs.find_one({"_id": ObjectId(job_id)}))
+        return found
+
+    assert len(await rows("")) == 5
+    assert {d["name"] for d in await rows("name=mail")} == {"mail"}
+    assert len(await rows("name=mail")) == 3
+    assert len(await rows("status=failed")) == 3
+    assert len(await rows("status=failed&status=pending&name=resize")) == 2
+    by_reason = await rows("reason=TIMEOUT")  # any case, a substring
+    assert sorted(d["failReason"] for d in by_reason) == ["SMTP timeout", "Timeout reading image"]
+    assert await rows("reason=.*") == []  # text, not a pattern
+    since = (now() - timedelta(days=1)).isoformat()
+    recent = await rows(f"from={since.replace('+', '%2B')}")
+    assert len(recent) == 4 and all(d["_id"] != old for d in recent)
+    until = (now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    # A local time 120 minutes behind UTC (the page's script sends getTimezoneOffset()).
+    older = await rows(f"to={until}&tz=-120")
+    assert [d["_id"] for d in older] == [old]
+
+
+async def test_keyset_paging_walks_every_job_once_both_ways(
+    jobs: Any, web: httpx.AsyncClient
+) -> None:
+    await jobs.insert_many([doc(f"n{i % 3}") for i in range(130)])
+    expected = [d["_id"] async for d in jobs.find({}, {"_id": 1}).sort("_id", -1)]
+    seen: list[ObjectId] = []
+    pages: list[str] = []
+    url: str | None = "/jobs"
+    while url is not None:
+        text = (await web.get(url)).text
+        pages.append(url)
+        seen += [ObjectId(i) for i in ROW.findall(text)]
+        older = re.search(r'<a href="([^"]+)" id="older">', text)
+        url = older.group(1).replace("&amp;", "&") if older else None
+    assert seen == expected
+    assert len(pages) == 3
+    assert "skip" not in "".join(pages)
+    # Back from the last page: "newer" gives the page before it, same rows.
+    last = (await web.get(pages[-1])).text
+    newer = re.search(r'<a href="([^"]+)" id="newer">', last)
+    assert newer is not None
+    back = (await web.get(newer.group(1).replace("&amp;", "&"))).text
+    assert [ObjectId(i) for i in ROW.findall(back)] == expected[50:100]
+
+
+async def test_job_detail_shows_data_traceback_progress(jobs: Any, web: httpx.AsyncClient) -> None:
+    result = await jobs.insert_one(
+        failed(
+            "mail",
+            "SMTP said no",
+            data={"to": "a@b.c", "n": 7},
+            failTraceback='Traceback (most recent call last):\n  File "x.py"',
+            progress={"done": 3, "of": 9},
+        )
+    )
+    text = (await web.get(f"/jobs/{result.inserted_id}")).text
+    assert "SMTP said no" in text
+    assert "&#34;to&#34;: &#34;a@b.c&#34;" in text
+    assert "Traceback (most recent call last)" in text
+    assert "&#34;done&#34;: 3" in text
+    assert re.search(r'id="attempts">3<', text)
+    missing = await web.get(f"/jobs/{ObjectId()}")
+    assert missing.status_code == 404
+    assert (await web.get("/jobs/not-an-id")).status_code == 400
+
+
+async def test_hostile_names_and_payloads_are_text(jobs: Any, web: httpx.AsyncClient) -> None:
+    hostile = "<script>alert(1)</script>"
+    result = await jobs.insert_one(
+        failed(
+            hostile,
+            '<img src=x onerror="alert(2)">',
+            data={"html": "</pre><script>alert(3)</script>", hostile: hostile},
+            uniqueKey='"><svg onload=alert(4)>',
+            repeatInterval="*/5 * * * *",
+        )
+    )
+    pages = [
+        "/",
+        "/jobs",
+        f"/jobs/{result.inserted_id}",
+        "/schedules",
+        f"/jobs?name={hostile}",
+        f"/bulk?action=retry&name={hostile}",
+    ]
+    for path in pages:
+        response = await web.get(path)
+        assert response.status_code == 200, path
+        text = response.text
+        for raw in ("<script>alert", "<img src=x", "<svg onload", "</pre><script>"):
+            assert raw not in text, (path, raw)
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    detail = (await web.get(f"/jobs/{result.inserted_id}")).text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+
+
+async def test_schedules_page_next_runs_last_outcome_and_bad_zone(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], jobs: Any, web: httpx.AsyncClient
+) -> None:
+    engine = Monque(async_mongo_db)
+    await engine.schedule("0 9 * * *", "report", {}, timezone="Europe/Berlin")
+    await engine.schedule("*/5 * * * *", "sync", {})
+    await jobs.update_one(
+        {"name": "sync"},
+        {
+            "$set": {
+                "failedAt": now(),
+                "failReason": "remote down",
+                "completedAt": now() - timedelta(hours=1),
+            }
+        },
+    )
+    await jobs.insert_one(doc("mars", repeatInterval="0 * * * *", timezone="Mars/Olympus"))
+    await jobs.insert_one(doc("one-off"))
+    text = (await web.get("/schedules")).text
+    assert re.findall(r'class="job-name">([^<]+)</a>', text) == ["mars", "report", "sync"]
+    rows = text.split("<tr>")[2:]
+    assert "unknown timezone" in rows[0]
+    assert rows[1].count("<time") == 3 and "Europe/Berlin" in rows[1]
+    assert "not run yet" in rows[1]
+    assert "failed" in rows[2] and "remote down" in rows[2]
+
+
+async def test_fragment_requests_get_the_live_region_only(web: httpx.AsyncClient) -> None:
+    full = await web.get("/jobs")
+    part = await web.get("/jobs", headers={"X-Monque-Fragment": "1"})
+    assert "<html" in full.text and "<html" not in part.text
+    assert 'class="pager"' in part.text
+    assert part.headers["cache-control"] == "no-store"
+
+
+async def test_bad_query_input_is_a_400_page(web: httpx.AsyncClient) -> None:
+    for query, words in (
+        ("status=running", "unknown status 'running'"),
+        ("before=zzz", "before must be a job id"),
+        ("from=yesterday", "from must be a date and time"),
+        ("to=2026-01-01T00:00&tz=abc", "tz must be whole minutes"),
+        ("to=2026-01-01T00:00&tz=99999", "tz must be whole minutes"),
+    ):
+        response = await web.get(f"/jobs?{query}")
+        assert response.status_code == 400, query
+        assert words in response.text.replace("&#39;", "'"), query
+    bulk = await web.get("/bulk?action=explode")
+    assert bulk.status_code == 400
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+async def test_read_only_by_default(jobs: Any, web: httpx.AsyncClient) -> None:
+    result = await jobs.insert_one(failed("mail"))
+    page = (await web.get(f"/jobs/{result.inserted_id}")).text
+    assert "act-retry" not in page and "read-only" in page
+    assert 'id="bulk"' not in (await web.get("/jobs")).text
+    token = web.cookies.get("monque_csrf")
+    response = await web.post(f"/jobs/{result.inserted_id}/retry", data={"csrf": token or ""})
+    assert response.status_code == 403
+    assert "read-only" in response.text
+    assert (await jobs.find_one({"_id": result.inserted_id}))["status"] == "failed"
+
+
+async def test_actions_retry_cancel_reschedule_delete(jobs: Any, admin: httpx.AsyncClient) -> None:
+    bad = (await jobs.insert_one(failed("mail"))).inserted_id
+    waiting = (await jobs.insert_one(doc("mail", nextRunAt=now() + timedelta(hours=1)))).inserted_id
+    later = (await jobs.insert_one(doc("mail"))).inserted_id
+
+    response = await post(admin, f"/jobs/{bad}/retry")
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/jobs/{bad}?done=retry"
+    stored = await jobs.find_one({"_id": bad})
+    assert stored["status"] == "pending" and stored["failCount"] == 0
+    assert "Done: retry" in (await admin.get(response.headers["location"])).text
+
+    assert (await post(admin, f"/jobs/{waiting}/cancel")).status_code == 303
+    assert (await jobs.find_one({"_id": waiting}))["status"] == "cancelled"
+
+    # 09:30 local in a zone 60 minutes ahead of UTC (getTimezoneOffset() = -60): 08:30 UTC.
+    response = await post(admin, f"/jobs/{later}/reschedule", run_at="2031-05-01T09:30", tz="-60")
+    assert response.status_code == 303
+    stored = await jobs.find_one({"_id": later})
+    assert stored["nextRunAt"].replace(tzinfo=UTC) == datetime(2031, 5, 1, 8, 30, tzinfo=UTC)
+
+    response = await post(admin, f"/jobs/{waiting}/delete")
+    assert response.status_code == 303 and response.headers["location"] == "/jobs?done=deleted"
+    assert await jobs.find_one({"_id": waiting}) is None
+
+
+async def test_refused_actions_say_why_and_change_nothing(
+    jobs: Any, admin: httpx.AsyncClient
+) -> None:
+    running = (await jobs.insert_one(doc("mail", "processing", claimedBy="w1"))).inserted_id
+    done = (await jobs.insert_one(doc("mail", "completed"))).inserted_id
+    response = await post(admin, f"/jobs/{running}/delete")
+    assert response.status_code == 409 and "cannot delete" in response.text
+    response = await post(admin, f"/jobs/{done}/retry")
+    assert response.status_code == 409 and "it is completed" in response.text
+    response = await post(admin, f"/jobs/{ObjectId()}/cancel")
+    assert response.status_code == 404
+    response = await post(admin, f"/jobs/{done}/explode")
+    assert response.status_code == 404
+    response = await post(admin, f"/jobs/{running}/reschedule", run_at="")
+    assert response.status_code == 400
+    assert (await jobs.find_one({"_id": running}))["status"] == "processing"
+    assert (await jobs.find_one({"_id": done}))["status"] == "completed"
+
+
+async def test_csrf_token_and_origin_are_checked(jobs: Any, admin: httpx.AsyncClient) -> None:
+    job = (await jobs.insert_one(failed("mail"))).inserted_id
+    cases = [
+        ({"other": "1"}, {}, "CSRF"),
+        ({"csrf": "x" * 43}, {}, "CSRF"),
+        ({"csrf": csrf(admin)}, {"origin": "https://evil.example"}, "another origin"),
+        ({"csrf": csrf(admin)}, {"sec-fetch-site": "cross-site"}, "cross-site"),
+    ]
+    for form, headers, words in cases:
+        response = await admin.post(f"/jobs/{job}/retry", data=form, headers=headers)
+        assert response.status_code == 403, (form, headers)
+        assert words in response.text
+    response = await admin.post(
+        f"/jobs/{job}/retry",
+        content=f'{{"csrf": "{csrf(admin)}"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert (await jobs.find_one({"_id": job}))["status"] == "failed"
+    # Same origin, right token: accepted.
+    response = await admin.post(
+        f"/jobs/{job}/retry", data={"csrf": csrf(admin)}, headers={"origin": "http://dash.test"}
+    )
+    assert response.status_code == 303
+
+
+async def test_csrf_cookie_is_strict_and_http_only(web: httpx.AsyncClient) -> None:
+    response = await web.get("/")
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    again = await web.get("/")
+    assert "set-cookie" not in again.headers  # the same token for the session
+
+
+async def test_bulk_preview_counts_and_actions(jobs: Any, admin: httpx.AsyncClient) -> None:
+    await jobs.insert_many(
+        [failed("mail") for _ in range(4)]
+        + [doc("mail", "cancelled") for _ in range(2)]
+        + [failed("resize") for _ in range(3)]
+        + [doc("mail") for _ in range(5)]
+        + [doc("mail", "processing") for _ in range(1)]
+    )
+    preview = (await admin.get("/bulk?action=retry&name=mail")).text
+    assert re.search(r'id="preview-count">6<', preview)
+    preview = (await admin.get("/bulk?action=retry&name=mail&status=failed")).text
+    assert re.search(r'id="preview-count">4<', preview)
+    response = await post(admin, "/bulk", action="retry", name="mail", status="failed")
+    assert response.status_code == 303 and "done=retry%3A4" in response.headers["location"]
+    assert await jobs.count_documents({"name": "mail", "status": "pending"}) == 9
+    assert await jobs.count_documents({"name": "mail", "status": "cancelled"}) == 2
+
+    preview = (await admin.get("/bulk?action=delete&name=resize")).text
+    assert re.search(r'id="preview-count">3<', preview)
+    await post(admin, "/bulk", action="delete", name="resize")
+    assert await jobs.count_documents({"name": "resize"}) == 0
+
+    await post(admin, "/bulk", action="reschedule", name="mail", run_at="2030-01-01T00:00:00+00:00")
+    assert await jobs.count_documents({"nextRunAt": datetime(2030, 1, 1, tzinfo=UTC)}) == 9
+    await post(admin, "/bulk", action="cancel", name="mail")
+    assert await jobs.count_documents({"status": "cancelled"}) == 11
+    assert await jobs.count_documents({"status": "processing"}) == 1  # never touched
+
+    # Every job at once needs an explicit confirmation field (the preview page adds it).
+    response = await post(admin, "/bulk", action="delete")
+    assert response.status_code == 400
+    assert await jobs.count_documents({}) == 12
+    everything = (await admin.get("/bulk?action=delete")).text
+    assert 'name="confirm_all" value="yes"' in everything
+
+
+# -- access -----------------------------------------------------------------------------
+
+
+async def test_basic_and_bearer_auth(async_mongo_db: AsyncDatabase[dict[str, Any]]) -> None:
+    token = "t" * 24
+    app = create_app(async_mongo_db, auth=Auth(username="ops", password="s3cret", token=token))
+    async with client_for(app) as client:
+        denied = await client.get("/")
+        assert denied.status_code == 401
+        assert denied.headers["www-authenticate"].startswith("Basic")
+        assert denied.headers["x-frame-options"] == "DENY"
+        for header in (
+            "Basic " + base64.b64encode(b"ops:wrong").decode(),
+            "Basic " + base64.b64encode(b"ops2:s3cret").decode(),
+            "Basic !!!",
+            "Bearer " + "u" * 24,
+            "Token " + token,
+        ):
+            assert (await client.get("/", headers={"authorization": header})).status_code == 401
+        good = "Basic " + base64.b64encode(b"ops:s3cret").decode()
+        assert (await client.get("/", headers={"authorization": good})).status_code == 200
+        bearer = {"authorization": f"Bearer {token}"}
+        assert (await client.get("/jobs", headers=bearer)).status_code == 200
+        assert (await client.get("/static/dashboard.js")).status_code == 401
+    only_token = create_app(async_mongo_db, auth=Auth(token=token))
+    async with client_for(only_token) as client:
+        assert (await client.get("/")).headers["www-authenticate"].startswith("Bearer")
+
+
+def test_auth_settings_are_checked() -> None:
+    for kwargs in (
+        {},
+        {"username": "ops"},
+        {"username": "ops", "password": ""},
+        {"token": "short"},
+    ):
+        with pytest.raises(ValueError):
+            Auth(**kwargs)
+
+
+async def test_mounted_under_a_path_in_another_app(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], jobs: Any
+) -> None:
+    job = (await jobs.insert_one(failed("mail"))).inserted_id
+    host = Starlette(
+        routes=[Mount("/admin/queue", app=create_app(async_mongo_db, allow_actions=True))]
+    )
+    async with client_for(host) as client:
+        page = await client.get("/admin/queue/jobs")
+        assert page.status_code == 200
+        assert f'href="/admin/queue/jobs/{job}"' in page.text
+        assert 'src="/admin/queue/static/dashboard.js"' in page.text
+        assert "path=/admin/queue" in page.headers["set-cookie"].lower()
+        assert (await client.get("/admin/queue/static/dashboard.css")).status_code == 200
+        response = await client.post(
+            f"/admin/queue/jobs/{job}/retry", data={"csrf": client.cookies["monque_csrf"]}
+        )
+        assert response.headers["location"] == f"/admin/queue/jobs/{job}?done=retry"
+
+
+async def test_indexes_are_created_on_the_first_request_unless_disabled(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], jobs: Any
+) -> None:
+    wanted = {m.document["name"] for m in DASHBOARD_INDEXES}
+    async with client_for(create_app(async_mongo_db, create_indexes=False)) as client:
+        assert (await client.get("/jobs")).status_code == 200
+        assert not wanted & set(await jobs.index_information())
+    # An earlier definition of one of its own indexes is replaced, not a conflict.
+    await jobs.create_index([("name", 1)], name="monque_dash_schedules")
+    async with client_for(create_app(async_mongo_db)) as client:
+        assert (await client.get("/jobs")).status_code == 200
+    info = await jobs.index_information()
+    assert wanted <= set(info)
+    assert info["monque_dash_schedules"]["key"] == [("name", 1), ("_id", 1)]
+
+
+async def test_a_database_outage_is_a_503_page(
+    async_mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from pymongo import AsyncMongoClient
+
+    dead: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200", tz_aware=True
+    )
+    try:
+        async with client_for(create_app(dead["x"])) as client:
+            response = await client.get("/")
+            assert response.status_code == 503
+            assert "MongoDB did not answer" in response.text
+    finally:
+        await dead.close()
+
+
+# -- live updates -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync_handle", [False, True], ids=["async", "sync"])
+async def test_live_events_follow_the_change_stream(
+    async_mongo_db: AsyncDatabase[dict[str, Any]],
+    mongo_db: Database[dict[str, Any]],
+    sync_handle: bool,
+) -> None:
+    from monque.dashboard.live import events
+    from monque.storage.calls import JobCollection
+
+    handle: Any = mongo_db if sync_handle else async_mongo_db
+    stream = events(JobCollection(handle, "monque_jobs"), poll_interval=5, min_gap=0.0)
+    try:
+        assert (await anext(stream)).startswith("retry: 5000")
+        nxt = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        await async_mongo_db["monque_jobs"].insert_one(doc("mail"))
+        assert await asyncio.wait_for(nxt, 10) == "data: change\n\n"
+    finally:
+        await stream.aclose()
+
+
+async def test_live_events_poll_without_change_streams(
+    async_mongo_db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from unittest import mock
+
+    from pymongo.errors import OperationFailure
+
+    from monque.dashboard import live
+    from monque.storage.calls import JobCollection
+
+    # A standalone mongod refuses $changeStream with code 40573 (no failpoint fakes that).
+    refuse = mock.AsyncMock(side_effect=OperationFailure("not a replica set", 40573))
+    with mock.patch.object(live, "_open", refuse):
+        stream = live.events(JobCollection(async_mongo_db, "monque_jobs"), poll_interval=0.05)
+        try:
+            assert (await anext(stream)).startswith("retry: 50")
+            assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
+            assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
+        finally:
+            await stream.aclose()
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def test_filters_map_onto_the_dashboard_indexes() -> None:
+    assert JobFilter().query() == {}
+    assert JobFilter(statuses=("failed",)).query() == {"status": {"$in": ["failed"]}}
+    # A name lists every status, so mongod merges the (name, status, _id) ranges in order.
+    assert JobFilter(name="m").query() == {"name": "m", "status": {"$in": list(q.STATUSES)}}
+    t = datetime(2026, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+    ids = JobFilter(created_from=t, created_to=t + timedelta(hours=1)).query()["_id"]
+    assert ids["$gte"].generation_time == datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
+    assert ids["$lt"].generation_time == datetime(2026, 1, 1, 13, 0, 1, tzinfo=UTC)
+    assert JobFilter(reason="a.b(").query()["failReason"] == {"$regex": r"a\.b\(", "$options": "i"}
+
+
+def test_query_strings_become_filters() -> None:
+    flt = job_filter({"name": ["  mail "], "status": ["failed", "failed", ""], "reason": [""]})
+    assert flt == JobFilter(name="mail", statuses=("failed",))
+    assert _time("2026-03-01T10:00", "-60", "x") == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    assert _time("2026-03-01T10:00Z", "-60", "x") == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    assert _time("2026-03-01T10:00", None, "x") == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def test_chart_scales_bars_to_the_busiest_minute() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    chart = _chart([(t, 0, 0), (t + timedelta(minutes=1), 6, 2), (t + timedelta(minutes=2), 2, 0)])
+    assert chart["top"] == 8 and chart["completed"] == 8 and chart["failed"] == 2
+    busiest = chart["bars"][1]
+    assert busiest["done_h"] + busiest["failed_h"] == chart["height"]
+    assert busiest["failed_y"] == 0
+    assert chart["bars"][0]["done_h"] == 0
+    assert busiest["label"] == "00:01 UTC: 6 completed, 2 failed"
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_dashboard_command_refuses_bad_settings_in_one_line(
+    runner: CliRunner, mongodb_uri: str
+) -> None:
+    result = runner.invoke(
+        cli, ["dashboard", "--uri", mongodb_uri, "--db", "x", "--basic-auth", "nocolon"]
+    )
+    assert result.exit_code == 2 and "USER:PASSWORD" in result.output
+    result = runner.invoke(
+        cli, ["dashboard", "--uri", mongodb_uri, "--db", "x", "--token", "short"]
+    )
+    assert result.exit_code == 1 and "at least 16 characters" in result.output
+    result = runner.invoke(
+        cli, ["dashboard", "--uri", "mongodb://127.0.0.1:1/x", "--timeout", "0.3"]
+    )
+    assert result.exit_code == 1 and "cannot reach MongoDB" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_dashboard_command_serves_until_sigterm(mongodb_uri: str, mongo_db_name: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from monque.testing.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "MONQUE_DASHBOARD_BASIC_AUTH": "ops:pw"}
+    args = ["dashboard", "--uri", mongodb_uri, "--db", mongo_db_name, "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monque.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    auth = "Basic " + base64.b64encode(b"ops:pw").decode()
+    try:
+        deadline = time.monotonic() + 20
+        body = None
+        while body is None:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/jobs")
+            request.add_header("Authorization", auth)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    body = response.read().decode()
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the dashboard did not start in 20 s"
+                time.sleep(0.1)  # polling a port until a deadline
+        assert "read-only" in body
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert denied.value.code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    # uvicorn shuts down, then re-raises the signal it caught (so the exit says SIGTERM).
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Traceback" not in out
+    assert f"dashboard at http://127.0.0.1:{port}/ (read-only)" in out
