@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from pymongo.database import Database
 
-from monque import Events, Job, tracing
+from monque import Events, Job, Monque, tracing
 from tests.conftest import MakeMonque
-from tests.helpers import Recorder
+from tests.helpers import Recorder, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -120,3 +125,44 @@ async def test_a_malformed_trace_context_never_refuses_a_job(
     await monque.stop()
     run = _one(spans, "monque.run odd")
     assert run.parent is None, "a fresh trace"
+
+
+def test_the_trace_continues_in_another_process_with_a_real_exporter(
+    mongo_db: Database[dict[str, Any]],
+    mongodb_uri: str,
+    spans: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    """The request's process enqueues inside a span; a worker process with the SDK and a
+    file exporter runs the job: its spans join the request's trace."""
+    producer = Monque(mongo_db)
+    tracer = tracing._provider().get_tracer("the-app")
+    with tracer.start_as_current_span("POST /checkout") as request:
+        job = producer.enqueue_sync("traced-job", {"cart": 7})
+    out = tmp_path / "spans.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.procs.traced_worker", mongodb_uri, mongo_db.name, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                (mongo_db.monque_jobs.find_one({"_id": job.id}) or {}).get("status") == "completed"
+            ),
+            timeout=30,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    exported = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    by_name = {s["name"]: s for s in exported}
+    run, inner = by_name["monque.run traced-job"], by_name["charge-card"]
+    enqueue = _one(spans, "monque.enqueue traced-job")
+    trace_id = f"0x{request.get_span_context().trace_id:032x}"
+    assert run["context"]["trace_id"] == trace_id == inner["context"]["trace_id"]
+    assert run["parent_id"] == f"0x{enqueue.context.span_id:016x}"
+    assert inner["parent_id"] == run["context"]["span_id"]
+    assert run["kind"] == "SpanKind.CONSUMER"
+    assert run["attributes"]["monque.job.outcome"] == "completed"
+    assert run["resource"]["attributes"]["service.name"] == "traced-worker"
