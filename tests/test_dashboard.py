@@ -335,6 +335,8 @@ async def test_actions_retry_cancel_reschedule_delete(jobs: Any, admin: httpx.As
     stored = await jobs.find_one({"_id": bad})
     assert stored["status"] == "pending" and stored["failCount"] == 0
     assert "Done: retry" in (await admin.get(response.headers["location"])).text
+    spoof = await admin.get(f"/jobs/{bad}?done=Your+session+expired")
+    assert "Done:" not in spoof.text and "session expired" not in spoof.text
 
     assert (await post(admin, f"/jobs/{waiting}/cancel")).status_code == 303
     assert (await jobs.find_one({"_id": waiting}))["status"] == "cancelled"

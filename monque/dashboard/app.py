@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,6 +49,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 ACTIONS = ("retry", "cancel", "delete", "reschedule")
 _FRAGMENT = "x-monque-fragment"
+# What a redirect after an action may announce (never free text from the URL).
+_DONE = re.compile(r"^(retry|cancel|delete|deleted|reschedule)(:[0-9]{1,9})?$")
 _STATIC = Path(__file__).with_name("static")
 
 
@@ -303,6 +306,7 @@ def _pages(dash: Dashboard) -> list[Route]:
             newer=urlencode([*keep, ("after", page.newer)]) if page.newer else None,
             statuses=q.STATUSES,
             bulk_actions=ACTIONS,
+            done=_done(request),
         )
 
     async def job_detail(request: Request) -> Response:
@@ -311,7 +315,7 @@ def _pages(dash: Dashboard) -> list[Route]:
         job = await dash.run(mg.get_job(job_id))
         if job is None:
             return dash.problem(request, 404, f"no job {job_id} (deleted, or never there)")
-        return dash.render(request, "job", job=job, done=_one(_query(request), "done"))
+        return dash.render(request, "job", job=job, done=_done(request))
 
     async def schedules(request: Request) -> Response:
         now = dash.now()
@@ -436,6 +440,11 @@ def _actions(dash: Dashboard) -> list[Route]:
         Route("/bulk", bulk_preview, methods=["GET"], name="bulk_preview"),
         Route("/bulk", bulk, methods=["POST"], name="bulk"),
     ]
+
+
+def _done(request: Request) -> str | None:
+    done = _one(_query(request), "done")
+    return done if done is not None and _DONE.match(done) else None
 
 
 def _prefix(request: Request) -> str:
