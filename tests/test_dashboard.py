@@ -30,7 +30,7 @@ from monque import Monque
 from monque.cli import cli
 from monque.dashboard import DASHBOARD_INDEXES, Auth, JobFilter, create_app
 from monque.dashboard import queries as q
-from monque.dashboard.app import _chart, _time, job_filter
+from monque.dashboard.app import BadRequest, _chart, _time, job_filter
 
 UTC = timezone.utc
 ROW = re.compile(r'<tr data-id="([0-9a-f]{24})">')
@@ -405,6 +405,23 @@ async def test_csrf_cookie_is_strict_and_http_only(web: httpx.AsyncClient) -> No
     assert "set-cookie" not in again.headers  # the same token for the session
 
 
+async def confirm(client: httpx.AsyncClient, query: str, **form: Any) -> httpx.Response:
+    """Preview a bulk action, then confirm it with the preview's own form fields."""
+    preview = (await client.get(f"/bulk?{query}")).text
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', preview))
+    statuses = re.findall(r'<input type="hidden" name="status" value="([^"]*)">', preview)
+    data: dict[str, Any] = {**fields, **form}
+    if statuses:
+        data["status"] = statuses
+    return await client.post("/bulk", data=data)
+
+
+def preview_count(text: str) -> int:
+    found = re.search(r'id="preview-count">(\d+)<', text)
+    assert found is not None
+    return int(found.group(1))
+
+
 async def test_bulk_preview_counts_and_actions(jobs: Any, admin: httpx.AsyncClient) -> None:
     await jobs.insert_many(
         [failed("mail") for _ in range(4)]
@@ -413,32 +430,60 @@ async def test_bulk_preview_counts_and_actions(jobs: Any, admin: httpx.AsyncClie
         + [doc("mail") for _ in range(5)]
         + [doc("mail", "processing") for _ in range(1)]
     )
-    preview = (await admin.get("/bulk?action=retry&name=mail")).text
-    assert re.search(r'id="preview-count">6<', preview)
-    preview = (await admin.get("/bulk?action=retry&name=mail&status=failed")).text
-    assert re.search(r'id="preview-count">4<', preview)
-    response = await post(admin, "/bulk", action="retry", name="mail", status="failed")
+    assert preview_count((await admin.get("/bulk?action=retry&name=mail")).text) == 6
+    assert preview_count((await admin.get("/bulk?action=retry&name=mail&status=failed")).text) == 4
+    response = await confirm(admin, "action=retry&name=mail&status=failed")
     assert response.status_code == 303 and "done=retry%3A4" in response.headers["location"]
     assert await jobs.count_documents({"name": "mail", "status": "pending"}) == 9
     assert await jobs.count_documents({"name": "mail", "status": "cancelled"}) == 2
 
-    preview = (await admin.get("/bulk?action=delete&name=resize")).text
-    assert re.search(r'id="preview-count">3<', preview)
-    await post(admin, "/bulk", action="delete", name="resize")
+    assert preview_count((await admin.get("/bulk?action=delete&name=resize")).text) == 3
+    await confirm(admin, "action=delete&name=resize")
     assert await jobs.count_documents({"name": "resize"}) == 0
 
-    await post(admin, "/bulk", action="reschedule", name="mail", run_at="2030-01-01T00:00:00+00:00")
+    await confirm(admin, "action=reschedule&name=mail", run_at="2030-01-01T00:00:00+00:00")
     assert await jobs.count_documents({"nextRunAt": datetime(2030, 1, 1, tzinfo=UTC)}) == 9
-    await post(admin, "/bulk", action="cancel", name="mail")
+    await confirm(admin, "action=cancel&name=mail")
     assert await jobs.count_documents({"status": "cancelled"}) == 11
     assert await jobs.count_documents({"status": "processing"}) == 1  # never touched
 
-    # Every job at once needs an explicit confirmation field (the preview page adds it).
-    response = await post(admin, "/bulk", action="delete")
-    assert response.status_code == 400
-    assert await jobs.count_documents({}) == 12
+    # Every job at once needs the confirmation field the preview adds.
     everything = (await admin.get("/bulk?action=delete")).text
     assert 'name="confirm_all" value="yes"' in everything
+    response = await post(admin, "/bulk", action="delete", upto=str(ObjectId()), expected="99")
+    assert response.status_code == 400
+    assert await jobs.count_documents({}) == 12
+    # A POST that did not come from a preview is refused.
+    response = await post(admin, "/bulk", action="delete", name="mail")
+    assert response.status_code == 400 and "preview" in response.text
+
+
+async def test_a_bulk_action_touches_no_more_than_its_preview_counted(
+    jobs: Any, admin: httpx.AsyncClient
+) -> None:
+    """Review: 2 jobs previewed, 500 more arrived, the old form deleted 502."""
+    await jobs.insert_many([failed("mail") for _ in range(2)])
+    preview = (await admin.get("/bulk?action=delete&name=mail&status=failed")).text
+    assert preview_count(preview) == 2
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', preview))
+    await jobs.insert_many([failed("mail") for _ in range(50)])  # newer: past the preview's bound
+    response = await admin.post("/bulk", data={**fields, "status": "failed"})
+    assert response.status_code == 303 and "done=delete%3A2" in response.headers["location"]
+    assert await jobs.count_documents({"name": "mail"}) == 50
+    # Older jobs that moved into the selection since the preview: refused, nothing touched.
+    preview = (await admin.get("/bulk?action=retry&name=mail&status=failed")).text
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', preview))
+    assert fields["expected"] == "50"
+    await jobs.update_one({"status": "failed"}, {"$set": {"name": "other"}})
+    await jobs.insert_one(
+        {**failed("mail"), "_id": ObjectId.from_datetime(now() - timedelta(days=1))}
+    )
+    await jobs.insert_one(
+        {**failed("mail"), "_id": ObjectId.from_datetime(now() - timedelta(days=2))}
+    )
+    response = await admin.post("/bulk", data={**fields, "status": "failed"})
+    assert response.status_code == 409 and "preview again" in response.text
+    assert await jobs.count_documents({"status": "pending"}) == 0
 
 
 # -- access -----------------------------------------------------------------------------
@@ -506,7 +551,8 @@ async def test_indexes_are_created_on_the_first_request_unless_disabled(
 ) -> None:
     wanted = {m.document["name"] for m in DASHBOARD_INDEXES}
     async with client_for(create_app(async_mongo_db, create_indexes=False)) as client:
-        assert (await client.get("/jobs")).status_code == 200
+        for path in ("/jobs", "/", "/schedules", "/jobs?status=failed&name=x"):
+            assert (await client.get(path)).status_code == 200, path
         assert not wanted & set(await jobs.index_information())
     # An earlier definition of one of its own indexes is replaced, not a conflict.
     await jobs.create_index([("name", 1)], name="monque_dash_schedules")
@@ -596,8 +642,14 @@ def test_filters_map_onto_the_dashboard_indexes() -> None:
 
 
 def test_query_strings_become_filters() -> None:
-    flt = job_filter({"name": ["  mail "], "status": ["failed", "failed", ""], "reason": [""]})
-    assert flt == JobFilter(name="mail", statuses=("failed",))
+    flt = job_filter({"name": ["mail "], "status": ["failed", "failed", ""], "reason": [""]})
+    assert flt == JobFilter(name="mail ", statuses=("failed",))  # a name keeps its spaces
+    assert job_filter({"name": [""]}) == JobFilter()  # an empty field is no filter
+    for bad in ("1900-01-01T00:00", "2200-01-01T00:00", "9999-12-31T23:59:59-05:00"):
+        with pytest.raises(BadRequest, match=r"1970 and 2105|out of range"):
+            _time(bad, None, "from")
+    with pytest.raises(BadRequest, match="out of range"):
+        _time("0001-01-01T00:00", "-600", "from")
     assert _time("2026-03-01T10:00", "-60", "x") == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     assert _time("2026-03-01T10:00Z", "-60", "x") == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     assert _time("2026-03-01T10:00", None, "x") == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -686,3 +738,139 @@ def test_dashboard_command_serves_until_sigterm(mongodb_uri: str, mongo_db_name:
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Traceback" not in out
     assert f"dashboard at http://127.0.0.1:{port}/ (read-only)" in out
+
+
+async def test_overview_totals_count_every_name_when_not_all_are_shown(
+    jobs: Any, web: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(q, "MAX_NAMES", 2)
+    monkeypatch.setattr(q, "MAX_RUNNING", 1)
+    await jobs.insert_many(
+        [
+            doc("a"),
+            doc("b", "failed"),
+            doc("c", "processing", claimedBy="w1"),
+            doc("d", "processing", claimedBy="w1"),
+        ]
+    )
+    page = (await web.get("/")).text
+    totals = {s: n for n, s in re.findall(r'<span class="count">(\d+)</span> (\w+)</a>', page)}
+    assert totals["pending"] == "1" and totals["failed"] == "1" and totals["processing"] == "2"
+    assert re.findall(r'class="job-name">([^<]+)</a>', page) == ["a", "b"]
+    assert "and 2 more names" in page
+    assert "Showing the newest 1 of 2 running jobs" in page
+
+
+async def test_concurrent_first_requests_build_the_indexes_once(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], jobs: Any
+) -> None:
+    app = create_app(async_mongo_db)
+    async with client_for(app) as client:
+        pages = await asyncio.gather(*(client.get(p) for p in ("/", "/jobs", "/schedules") * 3))
+    assert {r.status_code for r in pages} == {200}
+    assert {m.document["name"] for m in DASHBOARD_INDEXES} <= app.state.dashboard.indexes
+
+
+# -- found by review ------------------------------------------------------------------------
+
+
+async def test_malformed_documents_are_shown_not_a_500(jobs: Any, admin: httpx.AsyncClient) -> None:
+    good = (await jobs.insert_one(doc("mail"))).inserted_id
+    bad = [
+        {"name": "no-due", "status": "processing", "claimedBy": "w9"},  # no nextRunAt
+        {**doc("weird"), "status": "exploded"},
+        {**doc("floaty"), "priority": 1.5},
+        {**doc("cron"), "repeatInterval": 5},
+    ]
+    ids = (await jobs.insert_many(bad)).inserted_ids
+    for path in ("/", "/jobs", "/schedules", "/jobs?name=weird", *(f"/jobs/{i}" for i in ids)):
+        response = await admin.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+    listing = (await admin.get("/jobs")).text
+    assert set(ROW.findall(listing)) == {str(good), *map(str, ids)}
+    assert "not a valid job" in listing and "invalid status" in listing
+    detail = (await admin.get(f"/jobs/{ids[1]}")).text
+    assert "Not a valid job" in detail and "&#34;exploded&#34;" in detail
+    assert "cron" in (await admin.get("/schedules")).text
+    # An action on one writes and reports success (it used to write, then answer 500).
+    response = await post(admin, f"/jobs/{ids[1]}/delete")
+    assert response.status_code == 303
+    assert await jobs.find_one({"_id": ids[1]}) is None
+    await jobs.update_one({"_id": ids[2]}, {"$set": {"status": "failed"}})
+    assert (await post(admin, f"/jobs/{ids[2]}/retry")).status_code == 303
+    assert (await jobs.find_one({"_id": ids[2]}))["status"] == "pending"
+
+
+async def test_names_keep_their_spaces(jobs: Any, admin: httpx.AsyncClient) -> None:
+    await jobs.insert_many(
+        [doc("emails") for _ in range(3)] + [failed("emails ") for _ in range(2)]
+    )
+    listed = ROW.findall((await admin.get("/jobs?name=emails%20")).text)
+    assert len(listed) == 2
+    await confirm(admin, "action=delete&name=emails%20")
+    assert await jobs.count_documents({"name": "emails"}) == 3
+    assert await jobs.count_documents({"name": "emails "}) == 0
+
+
+async def test_out_of_range_times_are_a_400_page(web: httpx.AsyncClient) -> None:
+    for query in ("from=1900-01-01T00:00", "to=2200-01-01T00:00", "to=2106-02-07T06:28:16Z"):
+        for path in ("/jobs", "/bulk?action=retry&"):
+            sep = "?" if path == "/jobs" else ""
+            response = await web.get(f"{path}{sep}{query}")
+            assert response.status_code == 400, (path, query)
+
+
+async def test_the_list_never_reads_payloads(jobs: Any) -> None:
+    from monque.dashboard.queries import list_jobs
+    from monque.storage.calls import JobCollection
+
+    await jobs.insert_one(doc("big", data={"blob": "x" * 1_000_000}, progress={"p": 1}))
+    page = await JobCollection(jobs.database, "monque_jobs").run(list_jobs(JobFilter()))
+    (job,) = page.jobs
+    assert job.name == "big" and getattr(job, "data", None) is None
+
+
+async def test_a_user_who_may_not_create_indexes_still_gets_pages(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], mongo_db: Database[dict[str, Any]]
+) -> None:
+    from monque.testing.failpoints import fail_command
+
+    with fail_command(mongo_db.client, ["createIndexes"], error_code=13, times=5):
+        async with client_for(create_app(async_mongo_db)) as client:
+            assert (await client.get("/jobs")).status_code == 200
+            assert (await client.get("/")).status_code == 200
+
+
+async def test_origins_behind_a_tls_proxy_and_opaque_origins(
+    jobs: Any, admin: httpx.AsyncClient
+) -> None:
+    job = (await jobs.insert_one(failed("mail"))).inserted_id
+    # The browser saw https, the app sees http (TLS ends at the proxy): same host, accepted.
+    ok = await admin.post(
+        f"/jobs/{job}/retry", data={"csrf": csrf(admin)}, headers={"origin": "https://dash.test"}
+    )
+    assert ok.status_code == 303
+    await jobs.update_one({"_id": job}, {"$set": {"status": "failed"}})
+    opaque = await admin.post(
+        f"/jobs/{job}/retry", data={"csrf": csrf(admin)}, headers={"origin": "null"}
+    )
+    assert opaque.status_code == 403
+    same = await admin.post(
+        f"/jobs/{job}/retry",
+        data={"csrf": csrf(admin)},
+        headers={"origin": "https://other.example", "sec-fetch-site": "same-origin"},
+    )
+    assert same.status_code == 303  # the browser's own Sec-Fetch-Site wins
+
+
+async def test_the_overview_is_shared_for_two_seconds(
+    jobs: Any, web: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monque.dashboard import app as dashboard_app
+
+    await jobs.insert_one(doc("mail"))
+    first = (await web.get("/")).text
+    await jobs.insert_one(doc("mail"))
+    assert (await web.get("/")).text.count(">1</a>") == first.count(">1</a>")  # same figures
+    monkeypatch.setattr(dashboard_app, "OVERVIEW_MAX_AGE", 0.0)
+    assert '<span class="count">2</span> pending' in (await web.get("/")).text

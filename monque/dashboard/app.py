@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlencode
 from bson import ObjectId
 from bson.errors import InvalidId
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from monque.dashboard.security import Auth, Guard, check_csrf, csrf_token, set_c
 from monque.display import dumps, iso
 from monque.engine import Monque
 from monque.errors import (
+    InvalidJobDocumentError,
     InvalidOptionError,
     JobNotFoundError,
     JobStateError,
@@ -38,7 +40,7 @@ from monque.errors import (
     brief,
 )
 from monque.job import Job
-from monque.storage.calls import JobCollection, Operation
+from monque.storage.calls import Call, JobCollection, Operation
 from monque.storage.indexes import ensure_models
 
 __all__ = ["Dashboard", "create_app"]
@@ -48,14 +50,22 @@ R = TypeVar("R")
 Handler = Callable[[Request], Awaitable[Response]]
 
 ACTIONS = ("retry", "cancel", "delete", "reschedule")
+OVERVIEW_MAX_AGE = 2.0  # seconds an overview's figures are served to further requests
 _FRAGMENT = "x-monque-fragment"
 # What a redirect after an action may announce (never free text from the URL).
 _DONE = re.compile(r"^(retry|cancel|delete|deleted|reschedule)(:[0-9]{1,9})?$")
 _STATIC = Path(__file__).with_name("static")
+_UNAUTHORIZED = 13
+# ObjectIds hold seconds since 1970 in four bytes: creation-time bounds must fit.
+_FIRST, _LAST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2106, 1, 1, tzinfo=timezone.utc)
 
 
 class BadRequest(MonqueError):
     """A query string or form the dashboard cannot read (shown as a 400 page)."""
+
+
+class SelectionChanged(MonqueError):
+    """More jobs match a bulk action than its preview counted (a 409 page)."""
 
 
 class Dashboard:
@@ -79,6 +89,10 @@ class Dashboard:
         self.poll_interval = poll_interval
         self.title = title
         self._ready = False
+        self._ready_lock: asyncio.Lock | None = None
+        self._overview_lock: asyncio.Lock | None = None
+        self._overview: tuple[float, dict[str, Any]] | None = None
+        self.indexes: frozenset[str] = frozenset()  # names of the indexes that exist
         self.templates = Environment(
             loader=PackageLoader("monque.dashboard", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -90,12 +104,34 @@ class Dashboard:
 
     async def ready(self) -> None:
         # Lazily, not in a lifespan: an app mounted under another one never sees its lifespan.
-        if not self._ready:
+        if self._ready:
+            return
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:  # concurrent first requests build the indexes once
+            if self.is_ready():
+                return
             await self.engine.initialize()  # the server clock (create_indexes=False)
             if self.create_indexes:
                 own = {str(m.document["name"]) for m in q.DASHBOARD_INDEXES}
-                await self.engine.jobs.run(ensure_models(q.DASHBOARD_INDEXES, own))
+                try:
+                    await self.engine.jobs.run(ensure_models(q.DASHBOARD_INDEXES, own))
+                except OperationFailure as exc:
+                    if exc.code != _UNAUTHORIZED:
+                        raise
+                    # A read-only user: serve with the indexes there are, and say what to do.
+                    log.warning(
+                        "dashboard: not allowed to create its indexes (%s); pages may be slow. "
+                        "Create them as an admin (docs/dashboard.md lists them) or pass "
+                        "--no-create-indexes",
+                        brief(exc),
+                    )
+            existing = await self.engine.jobs.call(Call("list_indexes"))
+            self.indexes = frozenset(str(spec.get("name")) for spec in existing)
             self._ready = True
+
+    def is_ready(self) -> bool:
+        return self._ready
 
     async def run(self, operation: Operation[R]) -> R:
         await self.ready()
@@ -103,6 +139,63 @@ class Dashboard:
 
     def now(self) -> datetime:
         return self.engine.clock.now()
+
+    async def overview(self) -> dict[str, Any]:
+        """The overview's figures, shared by every request for ``OVERVIEW_MAX_AGE`` seconds:
+        open tabs reloading on each change cost one computation, not one each."""
+        if self._overview_lock is None:
+            self._overview_lock = asyncio.Lock()
+        async with self._overview_lock:
+            cached = self._overview
+            if cached is not None and time.monotonic() - cached[0] < OVERVIEW_MAX_AGE:
+                return cached[1]
+            figures = await self._compute_overview()
+            self._overview = (time.monotonic(), figures)
+            return figures
+
+    async def _compute_overview(self) -> dict[str, Any]:
+        await self.ready()
+        now = self.now()
+        gate = asyncio.Semaphore(8)
+
+        async def counts() -> tuple[dict[str, dict[str, int]], dict[str, int], int]:
+            names = await self.run(q.job_names())
+            shown, more = names[: q.MAX_NAMES], max(len(names) - q.MAX_NAMES, 0)
+
+            async def one(name: str) -> dict[str, int]:
+                async with gate:
+                    return await self.run(q.name_counts(name))
+
+            rows = await asyncio.gather(*(one(n) for n in shown))
+            by_name = dict(zip(shown, rows, strict=True))
+            if more:  # the shown names are not all: count the statuses themselves
+                totals = await self.run(q.status_counts())
+            else:
+                totals = {s: sum(c.get(s, 0) for c in by_name.values()) for s in q.STATUSES}
+            return by_name, totals, more
+
+        # Independent reads, in flight together.
+        (by_name, totals, more), minutes, live, running = await asyncio.gather(
+            counts(),
+            self.run(q.throughput(now, indexes=self.indexes)),
+            self.instances.run(mg.live_instances(now)),
+            self.run(q.running_jobs()),
+        )
+        held: dict[str, list[Job[Any]]] = {}
+        for job in running:
+            held.setdefault(job.claimed_by or "?", []).append(job)
+        known = {w.id for w in live}
+        return {
+            "totals": totals,
+            "by_name": by_name,
+            "more_names": more,
+            "chart": _chart(minutes),
+            "workers": live,
+            "held": held,
+            "running_shown": len(running),
+            "foreign": {k: v for k, v in held.items() if k not in known},
+            "counted_at": now,
+        }
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -137,9 +230,12 @@ class Dashboard:
 # -- request parsing ---------------------------------------------------------------------
 
 
-def _one(params: Mapping[str, list[str]], key: str) -> str | None:
+def _one(params: Mapping[str, list[str]], key: str, *, strip: bool = True) -> str | None:
+    """The last value of ``key``; empty means absent. Names and search text keep their
+    spaces (``"mail "`` is another job name than ``"mail"``)."""
     values = params.get(key) or []
-    value = values[-1].strip() if values else ""
+    value = values[-1] if values else ""
+    value = value.strip() if strip else value
     return value or None
 
 
@@ -162,7 +258,7 @@ def _time(value: str | None, offset: str | None, what: str) -> datetime | None:
     except ValueError:
         raise BadRequest(f"{what} must be a date and time, got {value!r}") from None
     if parsed.tzinfo is not None:
-        return parsed.astimezone(timezone.utc)
+        return _in_range(parsed, value, what)
     minutes = 0
     if offset is not None:
         try:
@@ -171,7 +267,21 @@ def _time(value: str | None, offset: str | None, what: str) -> datetime | None:
             raise BadRequest(f"tz must be whole minutes, got {offset!r}") from None
         if not -24 * 60 <= minutes <= 24 * 60:
             raise BadRequest(f"tz must be whole minutes, got {offset!r}")
-    return (parsed + timedelta(minutes=minutes)).replace(tzinfo=timezone.utc)
+    try:
+        shifted = parsed + timedelta(minutes=minutes)
+    except OverflowError:
+        raise BadRequest(f"{what} is out of range: {value!r}") from None
+    return _in_range(shifted.replace(tzinfo=timezone.utc), value, what)
+
+
+def _in_range(when: datetime, value: str, what: str) -> datetime:
+    try:
+        utc = when.astimezone(timezone.utc)
+    except OverflowError:
+        raise BadRequest(f"{what} is out of range: {value!r}") from None
+    if not _FIRST <= utc < _LAST:
+        raise BadRequest(f"{what} must be between 1970 and 2105, got {value!r}")
+    return utc
 
 
 def job_filter(params: Mapping[str, list[str]]) -> q.JobFilter:
@@ -181,11 +291,11 @@ def job_filter(params: Mapping[str, list[str]]) -> q.JobFilter:
         raise BadRequest(f"unknown status {unknown[0]!r}; use {', '.join(q.STATUSES)}")
     tz = _one(params, "tz")
     return q.JobFilter(
-        name=_one(params, "name"),
+        name=_one(params, "name", strip=False),
         statuses=statuses,
         created_from=_time(_one(params, "from"), tz, "from"),
         created_to=_time(_one(params, "to"), tz, "to"),
-        reason=_one(params, "reason"),
+        reason=_one(params, "reason", strip=False),
     )
 
 
@@ -259,35 +369,7 @@ def _chart(minutes: list[tuple[datetime, int, int]]) -> dict[str, Any]:
 
 def _pages(dash: Dashboard) -> list[Route]:
     async def overview(request: Request) -> Response:
-        names = await dash.run(q.job_names())
-        shown, more = names[: q.MAX_NAMES], max(len(names) - q.MAX_NAMES, 0)
-        gate = asyncio.Semaphore(8)
-
-        async def counts(name: str) -> dict[str, int]:
-            async with gate:
-                return await dash.run(q.name_counts(name))
-
-        by_name = dict(zip(shown, await asyncio.gather(*(counts(n) for n in shown)), strict=True))
-        totals = {s: sum(c.get(s, 0) for c in by_name.values()) for s in q.STATUSES}
-        now = dash.now()
-        minutes = await dash.run(q.throughput(now))
-        live = await dash.instances.run(mg.live_instances(now))
-        running = await dash.run(q.running_jobs())
-        held: dict[str, list[Job[Any]]] = {}
-        for job in running:
-            held.setdefault(job.claimed_by or "?", []).append(job)
-        known = {w.id for w in live}
-        return dash.render(
-            request,
-            "overview",
-            totals=totals,
-            by_name=by_name,
-            more_names=more,
-            chart=_chart(minutes),
-            workers=live,
-            held=held,
-            foreign={k: v for k, v in held.items() if k not in known},
-        )
+        return dash.render(request, "overview", **(await dash.overview()))
 
     async def jobs(request: Request) -> Response:
         params = _query(request)
@@ -312,7 +394,7 @@ def _pages(dash: Dashboard) -> list[Route]:
     async def job_detail(request: Request) -> Response:
         job_id = _object_id(request.path_params["job_id"], "the job id")
         assert job_id is not None
-        job = await dash.run(mg.get_job(job_id))
+        job = await dash.run(q.get_row(job_id))
         if job is None:
             return dash.problem(request, 404, f"no job {job_id} (deleted, or never there)")
         return dash.render(request, "job", job=job, done=_done(request))
@@ -323,6 +405,9 @@ def _pages(dash: Dashboard) -> list[Route]:
         for job in await dash.run(q.schedules()):
             runs: list[datetime] = []
             error = None
+            if isinstance(job, q.BadRow):
+                rows.append(q.ScheduleRow(job, runs, job.problem))
+                continue
             try:
                 after = now
                 for _ in range(3):
@@ -373,20 +458,27 @@ def _actions(dash: Dashboard) -> list[Route]:
         assert job_id is not None
         engine = dash.engine
         await dash.ready()
-        if action == "retry":
-            await engine.retry_job(job_id)
-        elif action == "cancel":
-            await engine.cancel_job(job_id)
-        elif action == "delete":
-            await engine.delete_job(job_id)
-            return RedirectResponse(f"{_prefix(request)}/jobs?done=deleted", 303)
-        elif action == "reschedule":
+        if action not in ACTIONS:
+            return dash.problem(request, 404, f"unknown action {action!r}")
+        run_at = None
+        if action == "reschedule":
             run_at = _time(form.get("run_at") or None, form.get("tz") or None, "run_at")
             if run_at is None:
                 raise BadRequest("reschedule needs run_at, a date and time")
-            await engine.reschedule_job(job_id, run_at)
-        else:
-            return dash.problem(request, 404, f"unknown action {action!r}")
+        try:
+            if action == "retry":
+                await engine.retry_job(job_id)
+            elif action == "cancel":
+                await engine.cancel_job(job_id)
+            elif action == "delete":
+                await engine.delete_job(job_id)
+            else:
+                assert run_at is not None
+                await engine.reschedule_job(job_id, run_at)
+        except InvalidJobDocumentError:
+            pass  # written; only reading the (malformed) document back as a Job failed
+        if action == "delete":
+            return RedirectResponse(f"{_prefix(request)}/jobs?done=deleted", 303)
         return RedirectResponse(f"{_prefix(request)}/jobs/{job_id}?done={action}", 303)
 
     def _bulk_args(params: Mapping[str, list[str]]) -> tuple[str, q.JobFilter]:
@@ -398,7 +490,10 @@ def _actions(dash: Dashboard) -> list[Route]:
     async def bulk_preview(request: Request) -> Response:
         params = _query(request)
         action, flt = _bulk_args(params)
-        count = await dash.run(q.count_matching(mg.bulk_filter(action, flt.query())))
+        selected = mg.bulk_filter(action, flt.query())
+        count, upto = await asyncio.gather(
+            dash.run(q.count_matching(selected)), dash.run(q.newest_id(selected))
+        )
         touched = [s.value for s in mg.BULK_STATUSES[action]]
         return dash.render(
             request,
@@ -406,6 +501,7 @@ def _actions(dash: Dashboard) -> list[Route]:
             action=action,
             flt=flt,
             count=count,
+            upto=str(upto) if upto is not None else "",
             touched=touched,
             keep=filter_params(flt),
             back=urlencode(filter_params(flt)),
@@ -417,10 +513,26 @@ def _actions(dash: Dashboard) -> list[Route]:
         action, flt = _bulk_args(params)
         if flt.is_empty and form.get("confirm_all") != "yes":
             raise BadRequest("a bulk action over every job needs confirm_all=yes")
-        query = flt.query()
+        # What the preview counted: jobs up to its newest one, and no more of them than it said
+        # (jobs that arrived, or moved into the selection, since then are not touched blindly).
+        upto = _object_id(form.get("upto") or None, "upto")
+        try:
+            expected = int(form.get("expected", ""))
+        except ValueError:
+            raise BadRequest(
+                "a bulk action is confirmed from its preview (expected count)"
+            ) from None
+        if upto is None:
+            raise BadRequest("a bulk action is confirmed from its preview (upto)")
+        query = {**flt.query(), "$and": [{"_id": {"$lte": upto}}]}
         now = dash.now()
         retention = dash.engine.options.retention
         await dash.ready()
+        current = await dash.run(q.count_matching(mg.bulk_filter(action, query)))
+        if current > expected:
+            raise SelectionChanged(
+                f"{current} jobs match now, {expected} when you previewed: preview again"
+            )
         if action == "cancel":
             n = await dash.run(mg.cancel_matching(query, now, retention))
         elif action == "retry":
@@ -481,6 +593,7 @@ def _errors(dash: Dashboard) -> dict[Any, Callable[[Request, Exception], Awaitab
         PermissionError: forbidden,
         JobNotFoundError: not_found,
         JobStateError: conflict,
+        SelectionChanged: conflict,
         UniqueKeyConflictError: conflict,
         ConnectionError: unavailable,
         PyMongoError: unavailable,

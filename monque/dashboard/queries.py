@@ -27,6 +27,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from monque.errors import InvalidJobDocumentError
 from monque.job import Job, JobStatus
 from monque.storage.calls import Call, Operation
 
@@ -43,6 +44,7 @@ __all__ = [
     "name_counts",
     "running_jobs",
     "schedules",
+    "status_counts",
     "throughput",
 ]
 
@@ -117,7 +119,7 @@ def _ceil_second(value: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class JobsPage:
-    jobs: list[Job[Any]]
+    jobs: list[Job[Any] | BadRow]
     older: str | None  # pass as ``before`` for the next (older) page
     newer: str | None  # pass as ``after`` for the previous (newer) page
 
@@ -130,6 +132,74 @@ def _tighter(flt: dict[str, Any], op: str, bound: ObjectId) -> dict[str, Any]:
     return {**flt, "_id": ids}
 
 
+def list_hint(flt: JobFilter) -> list[tuple[str, int]] | None:
+    """Lists without a name or status read the ``_id`` index: mongod's own choice for a sort on
+    ``_id``, named so that a server which picks no index for a sort by itself is told too.
+    The other shapes are left to the planner (their indexes may be managed by the user)."""
+    if flt.name is None and not flt.statuses:
+        return [("_id", 1)]
+    return None
+
+
+# A list shows none of these: a page of 50 jobs never reads their (possibly large) payloads.
+LIST_PROJECTION = {"data": 0, "failTraceback": 0, "progress": 0, "traceContext": 0}
+
+
+@dataclass(frozen=True)
+class BadStatus:
+    value: str
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A stored document that is not a valid job (written by hand, or corrupted): shown with
+    what can be read of it and why it is not a job, never an error page."""
+
+    id: Any
+    name: str
+    status: BadStatus
+    problem: str
+    raw: dict[str, Any]
+    next_run_at: datetime | None = None
+    created_at: datetime | None = None
+    fail_count: Any = None
+    fail_reason: str | None = None
+    claimed_by: str | None = None
+
+    malformed = True
+
+
+def row(doc: dict[str, Any]) -> Job[Any] | BadRow:
+    try:
+        return Job.from_document(doc)
+    except InvalidJobDocumentError as exc:
+
+        def text(key: str) -> str | None:
+            value = doc.get(key)
+            return value if isinstance(value, str) else None
+
+        def when(key: str) -> datetime | None:
+            value = doc.get(key)
+            return value if isinstance(value, datetime) else None
+
+        name = text("name")
+        return BadRow(
+            id=doc.get("_id"),
+            name=name if name is not None else repr(doc.get("name")),
+            status=BadStatus(str(doc.get("status"))),
+            problem=str(exc),
+            raw=doc,
+            next_run_at=when("nextRunAt"),
+            created_at=when("createdAt"),
+            fail_count=doc.get("failCount"),
+            fail_reason=text("failReason"),
+            claimed_by=text("claimedBy"),
+        )
+
+
+Row = Job[Any] | BadRow
+
+
 def list_jobs(
     flt: JobFilter,
     *,
@@ -140,12 +210,16 @@ def list_jobs(
     """A page of jobs newest first: those older than ``before``, or the page just newer than
     ``after``, or the newest."""
     query = flt.query()
+    hint = list_hint(flt)
+    extra: dict[str, Any] = {"projection": LIST_PROJECTION, "limit": limit + 1}
+    if hint is not None:
+        extra["hint"] = hint
     if after is not None:
         query = _tighter(query, "$gt", after)
-        docs = yield Call("find", (query,), {"sort": [("_id", 1)], "limit": limit + 1})
+        docs = yield Call("find", (query,), {"sort": [("_id", 1)], **extra})
         more_newer = len(docs) > limit
         docs = list(reversed(docs[:limit]))
-        jobs = [Job.from_document(d) for d in docs]
+        jobs = [row(d) for d in docs]
         return JobsPage(
             jobs,
             older=str(jobs[-1].id) if jobs else None,
@@ -153,13 +227,26 @@ def list_jobs(
         )
     if before is not None:
         query = _tighter(query, "$lt", before)
-    docs = yield Call("find", (query,), {"sort": [("_id", -1)], "limit": limit + 1})
-    jobs = [Job.from_document(d) for d in docs[:limit]]
+    docs = yield Call("find", (query,), {"sort": [("_id", -1)], **extra})
+    jobs = [row(d) for d in docs[:limit]]
     return JobsPage(
         jobs,
         older=str(jobs[-1].id) if len(docs) > limit and jobs else None,
         newer=str(jobs[0].id) if before is not None and jobs else None,
     )
+
+
+def get_row(job_id: ObjectId) -> Operation[Row | None]:
+    doc = yield Call("find_one", ({"_id": job_id},))
+    return row(doc) if doc is not None else None
+
+
+def newest_id(query: dict[str, Any]) -> Operation[ObjectId | None]:
+    """The newest ``_id`` matching: the bound a bulk action's preview fixes."""
+    docs = yield Call(
+        "find", (query,), {"sort": [("_id", -1)], "limit": 1, "projection": {"_id": 1}}
+    )
+    return docs[0]["_id"] if docs else None
 
 
 def count_matching(query: dict[str, Any]) -> Operation[int]:
@@ -174,10 +261,22 @@ def job_names() -> Operation[list[str]]:
 
 
 def name_counts(name: str) -> Operation[dict[str, int]]:
-    """Jobs of ``name`` per status, one COUNT_SCAN each (absent statuses: 0)."""
+    """Jobs of ``name`` per status (absent statuses: 0): one aggregation over the name's
+    range of ``monque_dash_name``, covered by the index on mongod (no document is read)."""
+    pipeline = [{"$match": {"name": name}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    rows = yield Call("aggregate_list", (pipeline,))
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in rows:
+        if row.get("_id") in counts:
+            counts[row["_id"]] = int(row["n"])
+    return counts
+
+
+def status_counts() -> Operation[dict[str, int]]:
+    """Jobs per status, one count over each status's range of ``monque_dash_status``."""
     counts: dict[str, int] = {}
     for status in STATUSES:
-        counts[status] = yield from count_matching({"name": name, "status": status})
+        counts[status] = yield from count_matching({"status": status})
     return counts
 
 
@@ -192,7 +291,9 @@ class Overview:
     workers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def throughput(now: datetime, minutes: int = 60) -> Operation[list[tuple[datetime, int, int]]]:
+def throughput(
+    now: datetime, minutes: int = 60, indexes: frozenset[str] = frozenset()
+) -> Operation[list[tuple[datetime, int, int]]]:
     """Completions and failed attempts per minute over the last ``minutes`` (a job counts once
     per minute it finished or failed in; earlier runs of a recurring job are not stored)."""
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -208,7 +309,9 @@ def throughput(now: datetime, minutes: int = 60) -> Operation[list[tuple[datetim
                 }
             },
         ]
-        rows = yield Call("aggregate_list", (pipeline,), {"hint": _HINTS[fld]})
+        # Named where it exists (a planner may not match a partial index to the $exists).
+        extra = {"hint": _HINTS[fld]} if _HINTS[fld] in indexes else {}
+        rows = yield Call("aggregate_list", (pipeline,), extra)
         for row in rows:
             index = row.get("_id")
             if isinstance(index, (int, float)) and 0 <= index < minutes:
@@ -225,17 +328,17 @@ def running_jobs() -> Operation[list[Job[Any]]]:
         ({"status": JobStatus.PROCESSING.value},),
         {"sort": [("_id", -1)], "limit": MAX_RUNNING, "projection": {"data": 0}},
     )
-    return [Job.from_document(d) for d in docs]
+    return [r for r in map(row, docs) if isinstance(r, Job)]
 
 
 @dataclass(frozen=True)
 class ScheduleRow:
-    job: Job[Any]
+    job: Job[Any] | BadRow
     next_runs: list[datetime]
     error: str | None = None  # the cron expression or zone this host cannot evaluate
 
 
-def schedules(name: str | None = None) -> Operation[list[Job[Any]]]:
+def schedules(name: str | None = None) -> Operation[list[Job[Any] | BadRow]]:
     query: dict[str, Any] = {"repeatInterval": {"$exists": True}}
     if name is not None:
         query["name"] = name
@@ -248,7 +351,7 @@ def schedules(name: str | None = None) -> Operation[list[Job[Any]]]:
             "projection": {"data": 0},
         },
     )
-    return [Job.from_document(d) for d in docs]
+    return [row(d) for d in docs]
 
 
 def explainable(collection: str, now: datetime, name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -265,15 +368,14 @@ def explainable(collection: str, now: datetime, name: str) -> list[tuple[str, di
         ("status+range", JobFilter(statuses=("failed",), created_from=now - timedelta(hours=1))),
         ("reason", JobFilter(statuses=("failed",), reason="boom")),
     ):
+        hint = list_hint(flt)
         for way, order in (("older", -1), ("newer", 1)):
             query = flt.query()
             query = _tighter(query, "$lt" if order < 0 else "$gt", ObjectId.from_datetime(now))
-            out.append(
-                (
-                    f"list {label} ({way})",
-                    {"find": collection, "filter": query, "sort": {"_id": order}, "limit": 51},
-                )
-            )
+            find = {"find": collection, "filter": query, "sort": {"_id": order}, "limit": 51}
+            if hint is not None:
+                find["hint"] = dict(hint)
+            out.append((f"list {label} ({way})", find))
     for label, query in (
         ("count name+status", {"name": name, "status": "pending"}),
         ("count bulk", {"status": {"$in": ["failed", "cancelled"]}}),
@@ -283,6 +385,9 @@ def explainable(collection: str, now: datetime, name: str) -> list[tuple[str, di
         pipeline = [{"$match": query}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]
         out.append((label, {"aggregate": collection, "pipeline": pipeline, "cursor": {}}))
     out.append(("names", {"distinct": collection, "key": "name", "query": {}}))
+    per_name = [{"$match": {"name": name}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    out.append(("per name", {"aggregate": collection, "pipeline": per_name, "cursor": {}}))
+    out.append(("count status", {"count": collection, "query": {"status": "completed"}}))
     for fld in ("completedAt", "failedAt"):
         out.append(
             (

@@ -9,6 +9,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -140,9 +141,12 @@ def check_csrf(request: Request, form: Mapping[str, str]) -> str | None:
     if site is not None and site not in ("same-origin", "none"):
         return f"cross-site request ({site})"
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin != expected:
+    # The browser's own word (Sec-Fetch-Site) wins; else the Origin's host must be ours. The
+    # scheme is not compared: behind a TLS-terminating proxy the app sees http.
+    if site != "same-origin" and origin is not None:
+        if origin == "null":
+            return "request from an opaque origin"
+        if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
             return f"request from another origin ({origin})"
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = form.get("csrf", "")

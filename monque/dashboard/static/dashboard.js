@@ -23,8 +23,25 @@ function localInputs(root) {
         `T${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
     }
   }
-  for (const tz of root.querySelectorAll("input.tz-offset")) {
-    tz.value = String(new Date().getTimezoneOffset());
+}
+
+function utcOnSubmit(root) {
+  // A local date and time goes to the server as UTC, converted with the offset of that very
+  // date (not today's: a time across a daylight-saving change keeps its wall-clock meaning).
+  for (const form of root.querySelectorAll("form")) {
+    form.addEventListener("submit", () => {
+      for (const input of form.querySelectorAll("input[type=datetime-local][name]")) {
+        if (!input.value) continue;
+        const when = new Date(input.value);
+        if (isNaN(when)) continue;
+        const hidden = document.createElement("input");
+        hidden.type = "hidden";
+        hidden.name = input.name;
+        hidden.value = when.toISOString();
+        input.removeAttribute("name");
+        form.appendChild(hidden);
+      }
+    });
   }
 }
 
@@ -40,6 +57,7 @@ function prepare(root) {
   localTimes(root);
   localInputs(root);
   confirmations(root);
+  utcOnSubmit(root);
 }
 
 function live() {
