@@ -156,23 +156,12 @@ class Dashboard:
     async def _compute_overview(self) -> dict[str, Any]:
         await self.ready()
         now = self.now()
-        gate = asyncio.Semaphore(8)
 
         async def counts() -> tuple[dict[str, dict[str, int]], dict[str, int], int]:
-            names = await self.run(q.job_names())
-            shown, more = names[: q.MAX_NAMES], max(len(names) - q.MAX_NAMES, 0)
-
-            async def one(name: str) -> dict[str, int]:
-                async with gate:
-                    return await self.run(q.name_counts(name))
-
-            rows = await asyncio.gather(*(one(n) for n in shown))
-            by_name = dict(zip(shown, rows, strict=True))
-            if more:  # the shown names are not all: count the statuses themselves
-                totals = await self.run(q.status_counts())
-            else:
-                totals = {s: sum(c.get(s, 0) for c in by_name.values()) for s in q.STATUSES}
-            return by_name, totals, more
+            every = await self.run(q.counts_by_name(self.indexes))
+            totals = {s: sum(c[s] for c in every.values()) for s in q.STATUSES}
+            shown = dict(list(every.items())[: q.MAX_NAMES])
+            return shown, totals, len(every) - len(shown)
 
         # Independent reads, in flight together.
         (by_name, totals, more), minutes, live, running = await asyncio.gather(

@@ -39,12 +39,10 @@ __all__ = [
     "Overview",
     "ScheduleRow",
     "count_matching",
-    "job_names",
+    "counts_by_name",
     "list_jobs",
-    "name_counts",
     "running_jobs",
     "schedules",
-    "status_counts",
     "throughput",
 ]
 
@@ -254,30 +252,20 @@ def count_matching(query: dict[str, Any]) -> Operation[int]:
     return count
 
 
-def job_names() -> Operation[list[str]]:
-    """Every job name (a DISTINCT_SCAN of ``monque_dash_name`` on mongod)."""
-    names = yield Call("distinct", ("name",))
-    return sorted(n for n in names if isinstance(n, str))
-
-
-def name_counts(name: str) -> Operation[dict[str, int]]:
-    """Jobs of ``name`` per status (absent statuses: 0): one aggregation over the name's
-    range of ``monque_dash_name``, covered by the index on mongod (no document is read)."""
-    pipeline = [{"$match": {"name": name}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-    rows = yield Call("aggregate_list", (pipeline,))
-    counts = dict.fromkeys(STATUSES, 0)
-    for row in rows:
-        if row.get("_id") in counts:
-            counts[row["_id"]] = int(row["n"])
-    return counts
-
-
-def status_counts() -> Operation[dict[str, int]]:
-    """Jobs per status, one count over each status's range of ``monque_dash_status``."""
-    counts: dict[str, int] = {}
-    for status in STATUSES:
-        counts[status] = yield from count_matching({"status": status})
-    return counts
+def counts_by_name(indexes: frozenset[str] = frozenset()) -> Operation[dict[str, dict[str, int]]]:
+    """Jobs per name and status (absent statuses: 0), names sorted: one aggregation that reads
+    ``monque_dash_name`` from end to end, covered on mongod (index keys only, no document), in
+    one round trip however many names there are."""
+    pipeline = [{"$group": {"_id": {"n": "$name", "s": "$status"}, "c": {"$sum": 1}}}]
+    extra = {"hint": "monque_dash_name"} if "monque_dash_name" in indexes else {}
+    rows = yield Call("aggregate_list", (pipeline,), extra)
+    counts: dict[str, dict[str, int]] = {}
+    for item in rows:
+        key = item.get("_id") if isinstance(item.get("_id"), dict) else {}
+        name, status = key.get("n"), key.get("s")
+        if isinstance(name, str) and status in STATUSES:
+            counts.setdefault(name, dict.fromkeys(STATUSES, 0))[status] = int(item["c"])
+    return dict(sorted(counts.items()))
 
 
 @dataclass(frozen=True)
@@ -384,10 +372,13 @@ def explainable(collection: str, now: datetime, name: str) -> list[tuple[str, di
         # count_documents: an aggregation of $match and a $group that counts.
         pipeline = [{"$match": query}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]
         out.append((label, {"aggregate": collection, "pipeline": pipeline, "cursor": {}}))
-    out.append(("names", {"distinct": collection, "key": "name", "query": {}}))
-    per_name = [{"$match": {"name": name}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-    out.append(("per name", {"aggregate": collection, "pipeline": per_name, "cursor": {}}))
-    out.append(("count status", {"count": collection, "query": {"status": "completed"}}))
+    group = [{"$group": {"_id": {"n": "$name", "s": "$status"}, "c": {"$sum": 1}}}]
+    out.append(
+        (
+            "counts by name",
+            {"aggregate": collection, "pipeline": group, "hint": "monque_dash_name", "cursor": {}},
+        )
+    )
     for fld in ("completedAt", "failedAt"):
         out.append(
             (
