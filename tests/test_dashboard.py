@@ -593,13 +593,20 @@ async def test_live_events_follow_the_change_stream(
     from monque.storage.calls import JobCollection
 
     handle: Any = mongo_db if sync_handle else async_mongo_db
-    stream = events(JobCollection(handle, "monque_jobs"), poll_interval=5, min_gap=0.0)
+    seen: list[bool] = []
+    stream = events(
+        JobCollection(handle, "monque_jobs"),
+        poll_interval=5,
+        min_gap=0.0,
+        on_change=lambda: seen.append(True),
+    )
     try:
         assert (await anext(stream)).startswith("retry: 5000")
         nxt = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)
         await async_mongo_db["monque_jobs"].insert_one(doc("mail"))
         assert await asyncio.wait_for(nxt, 10) == "data: change\n\n"
+        assert seen
     finally:
         await stream.aclose()
 
@@ -863,14 +870,22 @@ async def test_origins_behind_a_tls_proxy_and_opaque_origins(
     assert same.status_code == 303  # the browser's own Sec-Fetch-Site wins
 
 
-async def test_the_overview_is_shared_for_two_seconds(
-    jobs: Any, web: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+async def test_the_overview_is_shared_until_a_change_or_two_seconds(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], jobs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from monque.dashboard import app as dashboard_app
 
-    await jobs.insert_one(doc("mail"))
-    first = (await web.get("/")).text
-    await jobs.insert_one(doc("mail"))
-    assert (await web.get("/")).text.count(">1</a>") == first.count(">1</a>")  # same figures
-    monkeypatch.setattr(dashboard_app, "OVERVIEW_MAX_AGE", 0.0)
-    assert '<span class="count">2</span> pending' in (await web.get("/")).text
+    app = create_app(async_mongo_db)
+    pending = re.compile(r'<span class="count">(\d+)</span> pending')
+    async with client_for(app) as web:
+        await jobs.insert_one(doc("mail"))
+        assert pending.findall((await web.get("/")).text) == ["1"]
+        await jobs.insert_one(doc("mail"))
+        assert pending.findall((await web.get("/")).text) == ["1"]  # shared figures
+        # A live stream saw a write: figures begun before it are stale (review: a second write
+        # within the cache's age left the live overview wrong for good).
+        app.state.dashboard.note_change()
+        assert pending.findall((await web.get("/")).text) == ["2"]
+        await jobs.insert_one(doc("mail"))
+        monkeypatch.setattr(dashboard_app, "OVERVIEW_MAX_AGE", 0.0)
+        assert pending.findall((await web.get("/")).text) == ["3"]

@@ -92,6 +92,7 @@ class Dashboard:
         self._ready_lock: asyncio.Lock | None = None
         self._overview_lock: asyncio.Lock | None = None
         self._overview: tuple[float, dict[str, Any]] | None = None
+        self._changed_at = 0.0
         self.indexes: frozenset[str] = frozenset()  # names of the indexes that exist
         self.templates = Environment(
             loader=PackageLoader("monque.dashboard", "templates"),
@@ -147,11 +148,22 @@ class Dashboard:
             self._overview_lock = asyncio.Lock()
         async with self._overview_lock:
             cached = self._overview
-            if cached is not None and time.monotonic() - cached[0] < OVERVIEW_MAX_AGE:
+            # Valid while young and begun after the last change a live stream saw (a write
+            # during the computation makes it stale: the stream's next event recomputes).
+            if (
+                cached is not None
+                and cached[0] > self._changed_at
+                and time.monotonic() - cached[0] < OVERVIEW_MAX_AGE
+            ):
                 return cached[1]
+            started = time.monotonic()
             figures = await self._compute_overview()
-            self._overview = (time.monotonic(), figures)
+            self._overview = (started, figures)
             return figures
+
+    def note_change(self) -> None:
+        """A live stream saw a write to the jobs collection."""
+        self._changed_at = time.monotonic()
 
     async def _compute_overview(self) -> dict[str, Any]:
         await self.ready()
@@ -410,7 +422,7 @@ def _pages(dash: Dashboard) -> list[Route]:
     async def live(request: Request) -> Response:
         await dash.ready()
         return StreamingResponse(
-            events(dash.engine.jobs, poll_interval=dash.poll_interval),
+            events(dash.engine.jobs, poll_interval=dash.poll_interval, on_change=dash.note_change),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -27,10 +27,16 @@ _KEEPALIVE = 15.0
 
 
 async def events(
-    jobs: JobCollection, *, poll_interval: float, min_gap: float = 1.0
+    jobs: JobCollection,
+    *,
+    poll_interval: float,
+    min_gap: float = 1.0,
+    on_change: Callable[[], None] | None = None,
 ) -> AsyncGenerator[str, None]:
     """SSE lines: ``data: change`` after writes (or ``data: tick`` every ``poll_interval``
-    without a change stream), comments as keep-alives."""
+    without a change stream), comments as keep-alives. ``on_change`` is called as soon as a
+    change is seen (before the coalesced event goes out): cached figures older than it are
+    stale."""
     yield f"retry: {int(poll_interval * 1000)}\n\n"
     try:
         stream = await _open(jobs)
@@ -56,6 +62,8 @@ async def events(
                 log.warning("dashboard: change stream ended (%s); the page will reconnect", exc)
                 return
             now = time.monotonic()
+            if change is not None and on_change is not None:
+                on_change()
             pending = pending or change is not None
             if pending and now - last_sent >= min_gap:
                 yield "data: change\n\n"

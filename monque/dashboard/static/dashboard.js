@@ -79,13 +79,20 @@ function live() {
       });
       if (response.ok) {
         const html = await response.text();
-        // Keep the reader's place: skip the swap while a form inside is being edited.
-        if (!region.contains(document.activeElement) || document.activeElement === document.body) {
+        // Keep the reader's place: while a field inside is being edited, swap once it is left.
+        const active = document.activeElement;
+        if (active && region.contains(active) && active.matches("input, select, textarea")) {
+          active.addEventListener("blur", () => reload(), { once: true });
+        } else {
           region.innerHTML = html;
           prepare(region);
           document.body.dataset.updated = String(Date.now());
         }
+      } else {
+        state.textContent = `update failed (${response.status})`;
       }
+    } catch (error) {
+      state.textContent = "offline";
     } finally {
       busy = false;
       if (again) { again = false; reload(); }
