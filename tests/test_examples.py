@@ -212,6 +212,12 @@ def test_flask_example_web_process_starts_as_documented(
         mongo_client.drop_database(mongo_db_name)
 
 
+def _default_sigint() -> None:
+    # As a terminal starts a program: a runner that started us in the background (SIGINT
+    # ignored, inherited) would otherwise leave Python's Ctrl-C handling off in the demo.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _quickstart(uri: str) -> subprocess.Popen[str]:
     env = {**os.environ, "MONGODB_URI": uri, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -221,6 +227,7 @@ def _quickstart(uri: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -240,6 +247,6 @@ def test_the_quickstart_demo_exits_cleanly_on_ctrl_c(mongodb_uri: str) -> None:
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (out, err)
     assert "interrupted: workers stopped" in out
     assert "Traceback" not in err, err
