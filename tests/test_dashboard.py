@@ -889,3 +889,24 @@ async def test_the_overview_is_shared_until_a_change_or_two_seconds(
         await jobs.insert_one(doc("mail"))
         monkeypatch.setattr(dashboard_app, "OVERVIEW_MAX_AGE", 0.0)
         assert pending.findall((await web.get("/")).text) == ["3"]
+
+
+def test_dashboard_command_builds_the_app_it_serves(
+    runner: CliRunner, mongodb_uri: str, mongo_db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``monque dashboard`` hands uvicorn (served for real in the SIGTERM test above)."""
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    args = ["dashboard", "--uri", mongodb_uri, "--db", mongo_db_name, "--host", "0.0.0.0"]
+    result = runner.invoke(cli, [*args, "--allow-actions", "--port", "9999"])
+    assert result.exit_code == 0, result.output
+    assert "without --basic-auth or --token" in result.output  # bound beyond loopback
+    assert served["host"] == "0.0.0.0" and served["port"] == 9999
+    dash = served["app"].state.dashboard
+    assert dash.allow_actions and dash.engine.database.name == mongo_db_name
+    served.clear()
+    result = runner.invoke(cli, [*args, "--token", "t" * 20, "--basic-auth", "ops:pw"])
+    assert result.exit_code == 0 and "without --basic-auth" not in result.output
+    assert not served["app"].state.dashboard.allow_actions

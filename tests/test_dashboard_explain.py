@@ -98,3 +98,20 @@ def test_every_dashboard_query_is_index_backed(
         assert "COLLSCAN" not in names, (label, plans)
         assert "SORT" not in names, (label, plans)
         assert names & {"IXSCAN", "COUNT_SCAN", "DISTINCT_SCAN", "EXPRESS_IXSCAN"}, (label, plans)
+
+
+def test_every_listed_command_runs_on_the_server(mongo_db: Database[dict[str, Any]]) -> None:
+    """The explain list is the dashboard's real commands: each one runs (hints name existing
+    indexes, pipelines are valid), here too."""
+    engine = Monque(mongo_db)
+    engine.initialize_sync()
+    engine.jobs.run_sync(ensure_models(DASHBOARD_INDEXES))
+    now = datetime.now(timezone.utc)
+    mongo_db.monque_jobs.insert_one(
+        {"name": "n1", "status": "failed", "failReason": "boom", "failedAt": now, "data": {}}
+    )
+    commands = explainable("monque_jobs", now, "n1")
+    assert len(commands) >= 20
+    for label, command in commands:
+        answer = mongo_db.command(command)
+        assert answer["ok"] == 1, label
