@@ -20,7 +20,7 @@ holds recurring jobs only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -36,7 +36,6 @@ __all__ = [
     "PAGE_SIZE",
     "JobFilter",
     "JobsPage",
-    "Overview",
     "ScheduleRow",
     "count_matching",
     "counts_by_name",
@@ -266,17 +265,6 @@ def counts_by_name(indexes: frozenset[str] = frozenset()) -> Operation[dict[str,
         if isinstance(name, str) and status in STATUSES:
             counts.setdefault(name, dict.fromkeys(STATUSES, 0))[status] = int(item["c"])
     return dict(sorted(counts.items()))
-
-
-@dataclass(frozen=True)
-class Overview:
-    """Counts per status and per name, the last hour's outcomes per minute, live workers."""
-
-    totals: dict[str, int]
-    by_name: dict[str, dict[str, int]]
-    more_names: int
-    minutes: list[tuple[datetime, int, int]]  # (minute, completed, failed), oldest first
-    workers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def throughput(
