@@ -140,6 +140,8 @@ class MonqueMetrics(Collector):
         self._depth: dict[str, dict[str, int]] = {}
         self._seen_names: set[str] = set()
         self._refreshed_at: float | None = None  # time.time() of the last good snapshot
+        self._reads_begun = 0  # numbers each depth read, so an older one never overwrites
+        self._kept_read = 0
         self._runs: dict[Any, float] = {}  # job id -> time.monotonic() at its start
         self._closed = False
         self._stop = threading.Event()
@@ -211,14 +213,16 @@ class MonqueMetrics(Collector):
 
     async def refresh(self) -> dict[str, dict[str, int]]:
         """Read the queue depth now (one aggregation) and keep it as the snapshot."""
+        read = self._begin_read()
         counts = await self.monque.jobs.run(mg.count_by_name())
-        self._keep(counts)
+        self._keep(counts, read)
         return counts
 
     def refresh_sync(self) -> dict[str, dict[str, int]]:
         """``refresh()`` for a sync database handle (on an async one, await ``refresh()``)."""
+        read = self._begin_read()
         counts = self.monque.jobs.run_sync(mg.count_by_name())
-        self._keep(counts)
+        self._keep(counts, read)
         return counts
 
     @property
@@ -227,8 +231,18 @@ class MonqueMetrics(Collector):
         with self._lock:
             return {name: dict(counts) for name, counts in self._depth.items()}
 
-    def _keep(self, counts: dict[str, dict[str, int]]) -> None:
+    def _begin_read(self) -> int:
         with self._lock:
+            self._reads_begun += 1
+            return self._reads_begun
+
+    def _keep(self, counts: dict[str, dict[str, int]], read: int) -> None:
+        with self._lock:
+            # Reads overlap (the background refresher and a caller's refresh()): one begun
+            # before the snapshot we hold saw an older queue, so it must not replace it.
+            if read < self._kept_read:
+                return
+            self._kept_read = read
             self._depth = {name: dict(by_status) for name, by_status in counts.items()}
             self._seen_names.update(counts)
             self._refreshed_at = time.time()

@@ -143,10 +143,10 @@ async def test_queue_depth_is_one_snapshot_refreshed_in_the_background(
 
     metrics = MonqueMetrics(monque, registry, depth_interval=3600)
     attached.append(metrics)
-    if handle == "sync":  # the background thread reads the first snapshot at once
-        await eventually(lambda: metrics.depth, message="first snapshot")
-    else:  # an async handle's refresher starts with the worker (or a running loop)
-        await metrics.refresh()
+    # The refresher (a thread on a sync handle, a task on the running loop on an async one)
+    # reads the first snapshot at once, then sleeps for depth_interval. Refreshing here as
+    # well would race it: its read could see the enqueue below (seen in CI).
+    await eventually(lambda: metrics.depth, message="first snapshot")
     depth = "monque_queue_depth"
     assert value(registry, depth, name="a", status="pending") == 3
     assert value(registry, depth, name="b", status="pending") == 1
@@ -168,6 +168,36 @@ async def test_queue_depth_is_one_snapshot_refreshed_in_the_background(
     mongo_db.monque_jobs.delete_many({"name": "b"})
     await metrics.refresh()
     assert registry.get_sample_value(depth, {"name": "b", "status": "pending"}) == 0
+
+
+async def test_an_older_depth_read_never_replaces_a_newer_snapshot(
+    make_monque: MakeMonque, registry: CollectorRegistry, attached: list[MonqueMetrics]
+) -> None:
+    monque = make_monque("async")
+    await monque.enqueue("a", delay=3600)
+    metrics = MonqueMetrics(monque, registry, depth_interval=3600)
+    attached.append(metrics)
+    await eventually(lambda: metrics.depth, message="first snapshot")
+    real_run = type(monque.jobs).run
+    first_read = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_first_read(self: Any, operation: Any) -> Any:
+        result = await real_run(self, operation)
+        if not first_read.is_set():  # the first read saw one job; its answer comes back late
+            first_read.set()
+            await release.wait()
+        return result
+
+    with mock.patch.object(type(monque.jobs), "run", slow_first_read):
+        older = asyncio.create_task(metrics.refresh())
+        await first_read.wait()
+        await monque.enqueue("a", delay=3600)
+        assert await metrics.refresh() == {"a": {"pending": 2}}
+        release.set()
+        assert await older == {"a": {"pending": 1}}
+    assert metrics.depth == {"a": {"pending": 2}}, "the newer read's snapshot stays"
+    assert value(registry, "monque_queue_depth", name="a", status="pending") == 2
 
 
 async def test_the_async_refresher_runs_on_the_engines_loop(
