@@ -589,11 +589,20 @@ async def test_live_events_follow_the_change_stream(
     mongo_db: Database[dict[str, Any]],
     sync_handle: bool,
 ) -> None:
+    from unittest import mock
+
+    from monque.dashboard import live
     from monque.dashboard.live import events
     from monque.storage.calls import JobCollection
 
     handle: Any = mongo_db if sync_handle else async_mongo_db
     seen: list[bool] = []
+    real_open = live._open
+
+    async def slow_open(jobs: JobCollection) -> Any:
+        await asyncio.sleep(0.3)  # a slow server: the stream opens well after the request
+        return await real_open(jobs)
+
     stream = events(
         JobCollection(handle, "monque_jobs"),
         poll_interval=5,
@@ -601,11 +610,14 @@ async def test_live_events_follow_the_change_stream(
         on_change=lambda: seen.append(True),
     )
     try:
-        assert (await anext(stream)).startswith("retry: 5000")
-        nxt = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)
-        await async_mongo_db["monque_jobs"].insert_one(doc("mail"))
-        assert await asyncio.wait_for(nxt, 10) == "data: change\n\n"
+        with mock.patch.object(live, "_open", slow_open):
+            # "ready" comes once the stream is open, so a write made right after it is seen.
+            # (The first line used to come before the stream was opened: such a write was
+            # missed, and the page, showing "live", waited for the next one.)
+            assert await anext(stream) == "retry: 5000\nevent: ready\ndata: stream\n\n"
+            nxt = asyncio.ensure_future(anext(stream))
+            await async_mongo_db["monque_jobs"].insert_one(doc("mail"))
+            assert await asyncio.wait_for(nxt, 10) == "data: change\n\n"
         assert seen
     finally:
         await stream.aclose()
@@ -626,7 +638,7 @@ async def test_live_events_poll_without_change_streams(
     with mock.patch.object(live, "_open", refuse):
         stream = live.events(JobCollection(async_mongo_db, "monque_jobs"), poll_interval=0.05)
         try:
-            assert (await anext(stream)).startswith("retry: 50")
+            assert await anext(stream) == "retry: 50\nevent: ready\ndata: poll\n\n"
             assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
             assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
         finally:

@@ -33,11 +33,13 @@ async def events(
     min_gap: float = 1.0,
     on_change: Callable[[], None] | None = None,
 ) -> AsyncGenerator[str, None]:
-    """SSE lines: ``data: change`` after writes (or ``data: tick`` every ``poll_interval``
-    without a change stream), comments as keep-alives. ``on_change`` is called as soon as a
-    change is seen (before the coalesced event goes out): cached figures older than it are
-    stale."""
-    yield f"retry: {int(poll_interval * 1000)}\n\n"
+    """SSE lines: first a ``ready`` event once updates can flow (the change stream is open, or
+    polling was chosen), then ``data: change`` after writes (or ``data: tick`` every
+    ``poll_interval`` without a change stream), comments as keep-alives. ``on_change`` is
+    called as soon as a change is seen (before the coalesced event goes out): cached figures
+    older than it are stale."""
+    # The stream opens before the first line: a page that shows "live" on ``ready`` then
+    # cannot miss a write made right after (the response headers alone come earlier).
     try:
         stream = await _open(jobs)
     except OperationFailure as exc:
@@ -47,11 +49,15 @@ async def events(
     except PyMongoError as exc:
         log.warning("dashboard: no change stream (%s); polling", exc)
         stream = None
+    how = "poll" if stream is None else "stream"
+    ready = f"retry: {int(poll_interval * 1000)}\nevent: ready\ndata: {how}\n\n"
     if stream is None:
+        yield ready
         while True:
             await asyncio.sleep(poll_interval)
             yield "data: tick\n\n"
     try:
+        yield ready
         last_sent = 0.0
         last_line = time.monotonic()
         pending = False

@@ -99,9 +99,15 @@ function live() {
     }
   }
   let source = null;
+  let opened = 0;
   function connect() {
     source = new EventSource(document.body.dataset.live);
-    source.onopen = () => { state.textContent = "live"; };
+    // "ready" comes once the server's change stream is open (headers alone come earlier).
+    // After a reconnect, writes made while the stream was down were never announced: reload.
+    source.addEventListener("ready", () => {
+      state.textContent = "live";
+      if (opened++ > 0 && toggle.checked) reload();
+    });
     source.onerror = () => { state.textContent = "reconnecting…"; };
     source.onmessage = () => { if (toggle.checked) reload(); };
   }
