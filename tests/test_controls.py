@@ -69,7 +69,7 @@ async def test_sync_handler_past_its_timeout_is_flagged_and_its_result_discarded
 async def test_cancelling_a_running_job(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], kind: str
 ) -> None:
-    monque = make_monque(heartbeat_interval=0.05)
+    monque = make_monque(heartbeat_interval=0.05, lock_timeout=5)
     events = Recorder().listen(monque, Events.JOB_CANCELLED, Events.JOB_FAIL, Events.JOB_COMPLETE)
     started = threading.Event()
 

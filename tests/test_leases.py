@@ -78,10 +78,12 @@ async def test_a_job_that_keeps_killing_its_worker_ends_failed(
 async def test_heartbeats_keep_a_long_job_from_other_instances(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]], kind: str
 ) -> None:
-    """A job three times longer than the lease runs once, though another instance sweeps."""
+    """A job 2.5 times longer than the lease runs once, though another instance sweeps."""
     runs: list[str] = []
+    # A 2 s lease, not the suite's 1 s: on a loaded CI host one renewal (three round trips
+    # after each 0.2 s nap) can take longer than 0.8 s, and recovery is then right to act.
     engines = [
-        make_monque(lock_timeout=1.0, heartbeat_interval=0.1, recovery_interval=0.1)
+        make_monque(lock_timeout=2.0, heartbeat_interval=0.2, recovery_interval=0.1)
         for _ in range(2)
     ]
     recorders = [Recorder().listen(m, Events.JOB_RECOVERED, Events.JOB_LOST) for m in engines]
@@ -90,19 +92,21 @@ async def test_heartbeats_keep_a_long_job_from_other_instances(
 
             async def handler(job: Job[Any], i: int = i) -> None:
                 runs.append(f"start-{i}")
-                await asyncio.sleep(2.5)
+                await asyncio.sleep(5)
 
         else:
 
             def handler(job: Job[Any], i: int = i) -> None:  # type: ignore[misc]
                 runs.append(f"start-{i}")
-                threading.Event().wait(2.5)
+                threading.Event().wait(5)
 
         monque.worker("long", handler)
     job = await engines[0].now("long")
     await asyncio.gather(*(m.start() for m in engines))
     await eventually(
-        lambda: mongo_db.monque_jobs.find_one({"_id": job.id, "status": "completed"}), timeout=15
+        lambda: mongo_db.monque_jobs.find_one({"_id": job.id, "status": "completed"}),
+        timeout=20,
+        interval=0.2,  # a sync probe blocks the loop the heartbeats run on
     )
     assert len(runs) == 1
     assert not any(r.events for r in recorders)
@@ -153,8 +157,9 @@ async def test_a_worker_that_loses_a_lease_learns_it(
 async def test_two_live_instances_cannot_share_an_id(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
 ) -> None:
-    first = make_monque(instance_id="twin")
-    second = make_monque(instance_id="twin")
+    # A 10 s lease on the instance record: a slow start of the second must not outlive it.
+    first = make_monque(instance_id="twin", lock_timeout=10)
+    second = make_monque(instance_id="twin", lock_timeout=10)
     await first.start()
     with pytest.raises(InstanceIdConflictError, match="twin"):
         await second.start()

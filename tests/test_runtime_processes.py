@@ -70,7 +70,9 @@ async def test_a_worker_whose_host_clock_is_25s_ahead(
 ) -> None:
     """It neither takes a healthy job from another host nor starts a delayed job early."""
     assert FAKETIME is not None
-    healthy = make_monque(lock_timeout=2.0, heartbeat_interval=0.5, worker_concurrency=1)
+    # A 6 s lease: the skewed host's 25 s dwarfs it, and a loaded CI host's late renewal
+    # cannot expire it for real while the test watches.
+    healthy = make_monque(lock_timeout=6.0, heartbeat_interval=0.5, worker_concurrency=1)
     events = Recorder().listen(healthy, Events.JOB_LOST, Events.JOB_COMPLETE)
     release = threading.Event()
     started = threading.Event()

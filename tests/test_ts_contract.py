@@ -119,7 +119,8 @@ async def test_a_job_an_abandoned_typescript_worker_held_is_recovered_once(
     ran: list[ObjectId] = []
     monque.worker("work", lambda job: ran.append(job.id))
     dead = ts_claimed(mongo_db, "work", heartbeat_age=60)
-    alive = ts_claimed(mongo_db, "work", heartbeat_age=0.0)
+    # Nothing renews this one: a 30 s interval keeps it alive however slowly the engine starts.
+    alive = ts_claimed(mongo_db, "work", heartbeat_age=0.0, heartbeatInterval=30_000)
     no_heartbeat_young = ts_claimed(mongo_db, "work", heartbeat_age=None, locked_age=60)
     await monque.start()
     ((recovered,),) = await events.wait_for(Events.JOB_RECOVERED)

@@ -591,7 +591,9 @@ async def test_ts_recovers_a_job_of_a_killed_python_worker(
     timeout shorter than the claim's age, recovers it at start-up (TS recovers only in
     ``initialize()``) and runs it once, while a Python worker sweeps the collection too: it
     must not take the TS worker's run (which still carries the dead claim's lease fields)."""
-    monque = make_monque()
+    # ts_shutdown_timeout widens the silence Python allows a TS heartbeat (every 300 ms here)
+    # so a loaded CI host's late beat is not a death.
+    monque = make_monque(ts_shutdown_timeout=5)
     job = await monque.enqueue("interop-crash-py", {"n": 1})
     victim = await ts.py_worker(
         {"interop-crash-py": "sleep:60000"},
@@ -649,7 +651,8 @@ async def test_python_leaves_a_live_ts_run_alone(
         {"interop-long-ts": "sleep:4000"}, pollInterval=50, heartbeatInterval=250
     )
     await eventually(lambda: runs_of(mongo_db, job_id), message="TS started the job")
-    monque = make_monque()  # lock_timeout 1 s, recovery every 0.2 s
+    # lock_timeout 1 s, recovery every 0.2 s; a TS beat may come late on a loaded host
+    monque = make_monque(ts_shutdown_timeout=5)
     seen: list[Job[Any]] = []
     monque.worker("interop-long-ts", recording(async_mongo_db, seen))
     await monque.start()
@@ -670,10 +673,12 @@ async def test_a_ts_start_leaves_a_live_python_run_alone(
 ) -> None:
     """A TS worker starting with a lock timeout shorter than a running Python job's age must
     not take it: Python's heartbeats keep the claim fresh for TS's rule (``lockedAt`` age)."""
-    monque = make_monque()  # heartbeat every 0.2 s, lock_timeout 1 s
+    # Heartbeats every 0.2 s refresh lockedAt; TS's 3 s lockTimeout and our own 5 s lease
+    # leave a loaded host's late renewal room (renewals take three round trips).
+    monque = make_monque(lock_timeout=5)
 
     async def long(job: Job[Any]) -> None:
-        await asyncio.sleep(4)
+        await asyncio.sleep(8)
 
     seen: list[Job[Any]] = []
     monque.worker("interop-long-py", recording(async_mongo_db, seen, long))
@@ -683,13 +688,13 @@ async def test_a_ts_start_leaves_a_live_python_run_alone(
 
     def older_than_ts_lock_timeout() -> bool:
         started: datetime = stored(mongo_db, job.id)["startedAt"].replace(tzinfo=UTC)
-        return datetime.now(UTC) - started > timedelta(seconds=1.5)
+        return datetime.now(UTC) - started > timedelta(seconds=3.5)
 
     await eventually(older_than_ts_lock_timeout, message="the run outlives TS's lockTimeout")
     worker = await ts.worker(
-        {"interop-long-py": "ok"}, pollInterval=50, lockTimeout=1000, heartbeatInterval=300
+        {"interop-long-py": "ok"}, pollInterval=50, lockTimeout=3000, heartbeatInterval=300
     )
-    await eventually(status_is(mongo_db, job.id, "completed"), timeout=15, message="completed")
+    await eventually(status_is(mongo_db, job.id, "completed"), timeout=20, message="completed")
     await worker.stop()
     await monque.stop()
     assert worker.events("stale:recovered") == []
