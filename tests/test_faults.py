@@ -46,7 +46,15 @@ async def test_completion_write_is_retried_not_dropped(
     mongo_client: MongoClient[dict[str, Any]],
     mongo_db: Database[dict[str, Any]],
 ) -> None:
-    monque = make_monque(handle="sync", worker_concurrency=1)  # claims are findAndModify
+    # Claims are findAndModify; no heartbeat or recovery sweep sends an `update` meanwhile
+    # (either one, due 0.2 s after a slow start, could take a failure meant for the write).
+    monque = make_monque(
+        handle="sync",
+        worker_concurrency=1,
+        heartbeat_interval=5,
+        lock_timeout=30,
+        recovery_interval=60,
+    )
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
     monque.worker("work", lambda job: None)
     job = await monque.now("work")
@@ -69,9 +77,12 @@ async def test_failed_batch_claim_leaves_nothing_held(
 ) -> None:
     """The claiming update_many fails: the error is reported, no job stays processing
     unheld, and every job still runs exactly once."""
-    # Slow heartbeats, and handlers held until the error is reported: the claim's update_many
-    # is the only `update` command while the failpoint is armed.
-    monque = make_monque(worker_concurrency=5, lock_timeout=10, heartbeat_interval=5)
+    # Slow heartbeats, no recovery sweep (its update_many would be due 0.2 s after a slow
+    # start), and handlers held until the error is reported: the claim's update_many is the
+    # only `update` command while the failpoint is armed.
+    monque = make_monque(
+        worker_concurrency=5, lock_timeout=10, heartbeat_interval=5, recovery_interval=60
+    )
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE)
     reported = threading.Event()
     monque.on(Events.JOB_ERROR, lambda error, job: reported.set())

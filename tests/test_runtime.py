@@ -320,7 +320,7 @@ async def test_a_host_whose_clock_runs_ahead_never_starts_a_delayed_job_early(
 async def test_cancel_of_a_handler_that_ignores_it_ends_the_job_and_never_reruns_it(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
 ) -> None:
-    monque = make_monque()
+    monque = make_monque(lock_timeout=5)  # a lease a loaded host's late renewal cannot lapse
     events = Recorder().listen(monque, Events.JOB_CANCELLED, Events.JOB_RECOVERED)
     runs: list[int] = []
     release = threading.Event()
@@ -414,7 +414,9 @@ async def test_a_cancel_during_a_run_of_a_recurring_job_stops_its_schedule_at_on
 async def test_a_cancel_while_the_outcome_write_is_in_flight_is_kept(
     make_monque: MakeMonque, mongo_client: MongoClient[dict[str, Any]], mongo_db: Any
 ) -> None:
-    monque = make_monque(heartbeat_interval=5, lock_timeout=30)
+    # No recovery sweep: its update_many, due 0.2 s after a slow start, would take the block
+    # meant for the failure write.
+    monque = make_monque(heartbeat_interval=5, lock_timeout=30, recovery_interval=60)
     events = Recorder().listen(monque, Events.JOB_CANCELLED, Events.JOB_FAIL)
     runs: list[int] = []
 

@@ -231,8 +231,10 @@ async def test_soak_two_thousand_jobs_with_skew_cancels_and_a_crash(
             if running and rng.random() < 0.6:
                 target = rng.choice(running)
                 with contextlib.suppress(JobStateError):  # it finished meanwhile
-                    if (await producer.cancel_job(target)).status.value == "processing":
-                        requested.add(target)
+                    await producer.cancel_job(target)
+                    # Accepted: asked of its holder, or (recovered to pending meanwhile, after
+                    # the kill) cancelled at once.
+                    requested.add(target)
             if not killed and len(final) > total // 3:
                 held = {
                     d["_id"]

@@ -49,7 +49,7 @@ async def test_stop_waits_for_a_running_job(
 async def test_stop_timeout_hands_jobs_back_and_reports_them(
     make_monque: MakeMonque, mongo_db: Database[dict[str, Any]]
 ) -> None:
-    monque = make_monque()
+    monque = make_monque(lock_timeout=5)  # no lease lapses before the stop this test makes
     events = Recorder().listen(monque, Events.JOB_ERROR, Events.JOB_COMPLETE, Events.JOB_FAIL)
     started = threading.Event()
     cancelled = asyncio.Event()

@@ -166,6 +166,7 @@ async def test_a_stale_python_lease_under_a_live_typescript_claim_is_not_judged(
         locked_age=0.0,
         claimToken=ops.new_token("dead-python-worker"),
         lockExpiresAt=past,
+        heartbeatInterval=30_000,  # nothing renews it: alive however slowly the engine starts
     )
     await monque.start()
 

@@ -67,7 +67,7 @@ async def test_row11_cancel_of_a_running_job_across_languages(
 ) -> None:
     """A TS worker ignores cancelRequested: the run completes (documented limit). TS refuses
     to cancel a running Python job (its JobStateError)."""
-    monque = Monque(async_mongo_db, **FAST)
+    monque = Monque(async_mongo_db, **{**FAST, "lock_timeout": 5})
     job = await monque.enqueue("interop-cancel-ts")
     worker = await ts.worker({"interop-cancel-ts": "sleep:1500"}, pollInterval=50)
     await eventually(lambda: runs_of(mongo_db, job.id), message="TS started it")
