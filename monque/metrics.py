@@ -212,7 +212,8 @@ class MonqueMetrics(Collector):
     # -- queue depth ------------------------------------------------------------------------
 
     async def refresh(self) -> dict[str, dict[str, int]]:
-        """Read the queue depth now (one aggregation) and keep it as the snapshot."""
+        """Read the queue depth now (one aggregation), keep it as the snapshot unless a read
+        begun later was kept first, and return what this read saw."""
         read = self._begin_read()
         counts = await self.monque.jobs.run(mg.count_by_name())
         self._keep(counts, read)

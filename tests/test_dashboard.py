@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -614,13 +615,103 @@ async def test_live_events_follow_the_change_stream(
             # "ready" comes once the stream is open, so a write made right after it is seen.
             # (The first line used to come before the stream was opened: such a write was
             # missed, and the page, showing "live", waited for the next one.)
-            assert await anext(stream) == "retry: 5000\nevent: ready\ndata: stream\n\n"
+            assert await anext(stream) == "retry: 5000\nid: ready\nevent: ready\ndata: stream\n\n"
             nxt = asyncio.ensure_future(anext(stream))
             await async_mongo_db["monque_jobs"].insert_one(doc("mail"))
             assert await asyncio.wait_for(nxt, 10) == "data: change\n\n"
         assert seen
     finally:
         await stream.aclose()
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+async def test_a_resumed_live_stream_marks_cached_figures_stale(
+    async_mongo_db: AsyncDatabase[dict[str, Any]], resumed: bool
+) -> None:
+    """A page reconnecting (Last-Event-ID) or resuming after a pause reloads on ``ready``:
+    writes made while it was away went unseen, so figures cached meanwhile must not serve."""
+    from monque.dashboard.live import events
+    from monque.storage.calls import JobCollection
+
+    changes: list[str] = []
+    stream = events(
+        JobCollection(async_mongo_db, "monque_jobs"),
+        poll_interval=5,
+        on_change=lambda: changes.append("change"),
+        resumed=resumed,
+    )
+    try:
+        assert (await anext(stream)).endswith("event: ready\ndata: stream\n\n")
+        assert changes == (["change"] if resumed else [])
+    finally:
+        await stream.aclose()
+
+
+async def _first_live_block(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """GET ``path`` on the ASGI app until its first body chunk, then disconnect (httpx's
+    ASGITransport waits for the end of a response, and this one never ends)."""
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    gone = asyncio.Event()
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"dash.test"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("dash.test", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        if not gone.is_set():
+            gone.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays until the task is cancelled
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        await sent.put(message)
+
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        while True:
+            message = await asyncio.wait_for(sent.get(), 10)
+            if message["type"] == "http.response.body" and message.get("body"):
+                body: bytes = message["body"]
+                return body
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "stale"),
+    [
+        ("/live", [], False),
+        ("/live", [(b"last-event-id", b"ready")], True),
+        ("/live?resumed=1", [], True),
+    ],
+    ids=["first", "retry", "unpaused"],
+)
+async def test_the_live_route_knows_a_resumed_page(
+    async_mongo_db: AsyncDatabase[dict[str, Any]],
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    stale: bool,
+) -> None:
+    app = create_app(async_mongo_db)
+    dash = app.state.dashboard
+    before = dash._changed_at
+    block = await _first_live_block(app, path, headers)
+    assert block.endswith(b"event: ready\ndata: stream\n\n")
+    assert (dash._changed_at > before) is stale
 
 
 async def test_live_events_poll_without_change_streams(
@@ -638,7 +729,7 @@ async def test_live_events_poll_without_change_streams(
     with mock.patch.object(live, "_open", refuse):
         stream = live.events(JobCollection(async_mongo_db, "monque_jobs"), poll_interval=0.05)
         try:
-            assert await anext(stream) == "retry: 50\nevent: ready\ndata: poll\n\n"
+            assert await anext(stream) == "retry: 50\nid: ready\nevent: ready\ndata: poll\n\n"
             assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
             assert await asyncio.wait_for(anext(stream), 5) == "data: tick\n\n"
         finally:

@@ -707,6 +707,34 @@ def test_the_live_overview_catches_up_with_quick_writes(
     wait(site.driver, 10).until(lambda d: pending(d) == "4")
 
 
+def test_a_resumed_live_page_shows_what_changed_while_it_was_paused(
+    serve: Serve, mongo_db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: resuming reloaded from figures shared across requests, computed before the
+    pause; no stream had seen the writes made meanwhile, so the page stayed stale."""
+    from monque.dashboard import app as dashboard_app
+
+    monkeypatch.setattr(dashboard_app, "OVERVIEW_MAX_AGE", 60.0)  # figures shared for long
+    monque = Monque(mongo_db)
+    monque.enqueue_sync("a", {})
+    site = serve()
+    site.open("/")
+    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+
+    def pending(d: WebDriver) -> str:
+        return str(d.find_element(By.CSS_SELECTOR, "a.total[data-status=pending] .count").text)
+
+    assert pending(site.driver) == "1"
+    site.driver.find_element(By.ID, "live-toggle").click()
+    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "paused")
+    monque.enqueue_sync("a", {})
+    monque.enqueue_sync("a", {})
+    assert pending(site.driver) == "1", "paused: no update"
+    site.driver.find_element(By.ID, "live-toggle").click()
+    wait(site.driver, 10).until(lambda d: pending(d) == "3")
+    assert site.driver.find_element(By.ID, "live-state").text == "live"
+
+
 def test_times_are_shown_and_read_in_the_viewers_zone(
     serve: Serve, mongo_db: Database[Doc]
 ) -> None:

@@ -422,7 +422,13 @@ def _pages(dash: Dashboard) -> list[Route]:
     async def live(request: Request) -> Response:
         await dash.ready()
         return StreamingResponse(
-            events(dash.engine.jobs, poll_interval=dash.poll_interval, on_change=dash.note_change),
+            events(
+                dash.engine.jobs,
+                poll_interval=dash.poll_interval,
+                on_change=dash.note_change,
+                # A browser's retry sends Last-Event-ID; a page resuming after a pause says so.
+                resumed="last-event-id" in request.headers or "resumed" in request.query_params,
+            ),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

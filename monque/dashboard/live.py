@@ -32,12 +32,14 @@ async def events(
     poll_interval: float,
     min_gap: float = 1.0,
     on_change: Callable[[], None] | None = None,
+    resumed: bool = False,
 ) -> AsyncGenerator[str, None]:
     """SSE lines: first a ``ready`` event once updates can flow (the change stream is open, or
     polling was chosen), then ``data: change`` after writes (or ``data: tick`` every
     ``poll_interval`` without a change stream), comments as keep-alives. ``on_change`` is
     called as soon as a change is seen (before the coalesced event goes out): cached figures
-    older than it are stale."""
+    older than it are stale. ``resumed``: a page reconnecting (its ``Last-Event-ID``); writes
+    made while it was away went unseen, so ``on_change`` is called once the stream is open."""
     # The stream opens before the first line: a page that shows "live" on ``ready`` then
     # cannot miss a write made right after (the response headers alone come earlier).
     try:
@@ -50,7 +52,10 @@ async def events(
         log.warning("dashboard: no change stream (%s); polling", exc)
         stream = None
     how = "poll" if stream is None else "stream"
-    ready = f"retry: {int(poll_interval * 1000)}\nevent: ready\ndata: {how}\n\n"
+    # The id makes a reconnecting browser say so (Last-Event-ID): see ``resumed``.
+    ready = f"retry: {int(poll_interval * 1000)}\nid: ready\nevent: ready\ndata: {how}\n\n"
+    if resumed and on_change is not None:
+        on_change()  # the page reloads on this ready: it must not get figures cached meanwhile
     if stream is None:
         yield ready
         while True:

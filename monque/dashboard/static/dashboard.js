@@ -100,21 +100,29 @@ function live() {
   }
   let source = null;
   let opened = 0;
-  function connect() {
-    source = new EventSource(document.body.dataset.live);
+  function connect(resumed) {
+    const url = new URL(document.body.dataset.live, window.location.href);
+    if (resumed) url.searchParams.set("resumed", "1");  // as Last-Event-ID says on a retry
+    source = new EventSource(url);
     // "ready" comes once the server's change stream is open (headers alone come earlier).
     // After a reconnect, writes made while the stream was down were never announced: reload.
     source.addEventListener("ready", () => {
       state.textContent = "live";
       if (opened++ > 0 && toggle.checked) reload();
     });
-    source.onerror = () => { state.textContent = "reconnecting…"; };
+    source.onerror = () => {
+      // A closed source (the server refused /live) never retries: say so.
+      state.textContent = source.readyState === EventSource.CLOSED
+        ? "stopped (reload the page)" : "reconnecting…";
+    };
     source.onmessage = () => { if (toggle.checked) reload(); };
   }
   toggle.addEventListener("change", () => {
-    if (toggle.checked) { connect(); reload(); } else { source.close(); state.textContent = "paused"; }
+    // Resuming reloads on the new stream's "ready" (it counts as a reconnect).
+    if (toggle.checked) { state.textContent = "connecting…"; connect(true); }
+    else { source.close(); state.textContent = "paused"; }
   });
-  connect();
+  connect(false);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
