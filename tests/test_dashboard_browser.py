@@ -182,6 +182,10 @@ class Site:
         )
         return found
 
+    def until_live(self) -> None:
+        """Wait until the page's live stream is open (its ``ready`` event)."""
+        wait(self.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+
     def exists(self, css: str) -> bool:
         return bool(self.driver.find_elements(By.CSS_SELECTOR, css))
 
@@ -202,6 +206,11 @@ def wait(driver: WebDriver, timeout: float = 10.0) -> WebDriverWait[WebDriver]:
 
 
 Serve = Callable[..., Site]
+
+
+def pending_count(driver: WebDriver) -> str:
+    """The overview's pending total as shown."""
+    return str(driver.find_element(By.CSS_SELECTOR, "a.total[data-status=pending] .count").text)
 
 
 @pytest.fixture
@@ -652,7 +661,7 @@ def test_live_updates_add_rows_without_a_reload(serve: Serve, mongo_db: Database
     site = serve(poll_interval=1.0)  # without change streams, ticks every second
     site.open("/jobs")
     assert site.ids() == [str(first.id)]
-    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+    site.until_live()
     site.driver.execute_script("window.__sameDocument = true")
 
     second = monque.enqueue_sync("ping", {"n": 2})
@@ -672,7 +681,7 @@ def test_live_updates_add_rows_without_a_reload(serve: Serve, mongo_db: Database
 
     # A job's own page follows its status.
     site.open(f"/jobs/{first.id}")
-    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+    site.until_live()
     mongo_db.monque_jobs.update_one(
         {"_id": first.id},
         {"$set": {"status": "failed", "failReason": "went wrong", "failedAt": now()}},
@@ -690,21 +699,18 @@ def test_the_live_overview_catches_up_with_quick_writes(
     monque.enqueue_sync("a", {})
     site = serve()
     site.open("/")
-    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+    site.until_live()
 
-    def pending(d: WebDriver) -> str:
-        return str(d.find_element(By.CSS_SELECTOR, "a.total[data-status=pending] .count").text)
-
-    assert pending(site.driver) == "1"
+    assert pending_count(site.driver) == "1"
     monque.enqueue_sync("a", {})
-    wait(site.driver, 10).until(lambda d: pending(d) == "2")
+    wait(site.driver, 10).until(lambda d: pending_count(d) == "2")
     monque.enqueue_sync("a", {})
-    wait(site.driver, 10).until(lambda d: pending(d) == "3")
+    wait(site.driver, 10).until(lambda d: pending_count(d) == "3")
     # Focus on a link inside the live region does not hold updates back.
     site.driver.find_element(By.CSS_SELECTOR, "#live a.job-name").send_keys("")
     site.driver.execute_script("document.querySelector('#live a.job-name').focus()")
     monque.enqueue_sync("a", {})
-    wait(site.driver, 10).until(lambda d: pending(d) == "4")
+    wait(site.driver, 10).until(lambda d: pending_count(d) == "4")
 
 
 def test_a_resumed_live_page_shows_what_changed_while_it_was_paused(
@@ -719,19 +725,16 @@ def test_a_resumed_live_page_shows_what_changed_while_it_was_paused(
     monque.enqueue_sync("a", {})
     site = serve()
     site.open("/")
-    wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+    site.until_live()
 
-    def pending(d: WebDriver) -> str:
-        return str(d.find_element(By.CSS_SELECTOR, "a.total[data-status=pending] .count").text)
-
-    assert pending(site.driver) == "1"
+    assert pending_count(site.driver) == "1"
     site.driver.find_element(By.ID, "live-toggle").click()
     wait(site.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "paused")
     monque.enqueue_sync("a", {})
     monque.enqueue_sync("a", {})
-    assert pending(site.driver) == "1", "paused: no update"
+    assert pending_count(site.driver) == "1", "paused: no update"
     site.driver.find_element(By.ID, "live-toggle").click()
-    wait(site.driver, 10).until(lambda d: pending(d) == "3")
+    wait(site.driver, 10).until(lambda d: pending_count(d) == "3")
     assert site.driver.find_element(By.ID, "live-state").text == "live"
 
 
