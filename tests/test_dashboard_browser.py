@@ -182,6 +182,17 @@ class Site:
         )
         return found
 
+    def post_without_token(self, path: str) -> Any:
+        """POST to ``path`` from the page's own script with a made-up CSRF token; the status
+        (or the fetch error)."""
+        return self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "const body = new URLSearchParams({csrf: 'x'.repeat(40)});"
+            "fetch(arguments[0], {method: 'POST', body})"
+            ".then(r => done(r.status), e => done(String(e)));",
+            path,
+        )
+
     def until_live(self) -> None:
         """Wait until the page's live stream is open (its ``ready`` event)."""
         wait(self.driver).until(lambda d: d.find_element(By.ID, "live-state").text == "live")
@@ -487,12 +498,7 @@ def test_actions_change_the_job_and_the_page(serve: Serve, mongo_db: Database[Do
     readonly.open("/jobs")
     assert not readonly.exists("#bulk")
     # Even a hand-made POST is refused, and changes nothing.
-    status = readonly.driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0], {method: 'POST', body: new URLSearchParams({csrf: 'x'.repeat(40)})})"
-        ".then(r => done(r.status), e => done(String(e)));",
-        f"/jobs/{failed}/retry",
-    )
+    status = readonly.post_without_token(f"/jobs/{failed}/retry")
     assert status == 403
     assert readonly.job(failed)["status"] == "failed"
 
@@ -515,12 +521,7 @@ def test_actions_change_the_job_and_the_page(serve: Serve, mongo_db: Database[Do
     assert site.exists("#act-retry")  # a cancelled job can run again
 
     # A POST without the page's token is refused (CSRF), though actions are on.
-    status = site.driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0], {method: 'POST', body: new URLSearchParams({csrf: 'y'.repeat(40)})})"
-        ".then(r => done(r.status), e => done(String(e)));",
-        f"/jobs/{doomed}/cancel",
-    )
+    status = site.post_without_token(f"/jobs/{doomed}/cancel")
     assert status == 403
     assert site.job(doomed)["status"] == "pending"
 
